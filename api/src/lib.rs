@@ -1,0 +1,17 @@
+//! `atelet-api`: the contract between the atelet daemon and its clients.
+//!
+//! Wire types (serde), their validation and the error codes of DESIGN §3.
+//! Nothing here does I/O, so that the daemon, `atectl` and tests share one
+//! definition of what a valid request is.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod capabilities;
+pub mod error;
+pub mod image_ref;
+pub mod types;
+pub mod validate;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use image_ref::ImageRef;
+pub use types::*;
+pub use validate::{validate_actor_id, validate_create, ValidationError};
