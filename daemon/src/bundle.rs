@@ -1,0 +1,435 @@
+//! The OCI bundle builder (DESIGN §5): one `config.json` per actor, built
+//! with oci-spec from the container spec, its securityContext and its image.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use atelet_api::capabilities::{resolve_capabilities, CapabilityError};
+use atelet_api::validate::IDENTITY_MOUNT;
+use atelet_api::{Container, TemplateRef};
+use oci_spec::runtime::{
+    Capability as OciCapability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+
+use crate::images::ImageConfig;
+
+/// `PATH` every process gets unless the image or the spec sets one.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Annotation keys carrying the actor's identity.
+pub const ANNOTATION_ACTOR_ID: &str = "dev.atelet.actor-id";
+/// See [`ANNOTATION_ACTOR_ID`].
+pub const ANNOTATION_TEMPLATE: &str = "dev.atelet.template";
+
+/// Errors of the bundle layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The spec cannot be expressed (it passed validation, so this is a bug
+    /// or a gap such as a missing command).
+    #[error("{0}")]
+    Invalid(String),
+    /// A capability name that validation should have refused.
+    #[error("capabilities: {0}")]
+    Capability(#[from] CapabilityError),
+    /// oci-spec refused the spec.
+    #[error("building config.json: {0}")]
+    Oci(#[from] oci_spec::OciSpecError),
+    /// Writing the bundle failed.
+    #[error("writing bundle {path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Everything the builder needs to know about one actor.
+#[derive(Debug, Clone)]
+pub struct BundleInput<'a> {
+    /// Actor id (hostname, identity file, annotation).
+    pub actor_id: &'a str,
+    /// For the annotation.
+    pub template: &'a TemplateRef,
+    /// The container to run as the sandbox root.
+    pub container: &'a Container,
+    /// Unpacked root filesystem, shared read-only.
+    pub rootfs: &'a Path,
+    /// Defaults from the image config.
+    pub image: &'a ImageConfig,
+    /// Host directories of the actor's volumes, by volume name.
+    pub volumes: &'a HashMap<String, PathBuf>,
+}
+
+/// Writes bundles under `<state>/bundles/<actor>/`.
+#[derive(Debug, Clone)]
+pub struct BundleBuilder {
+    root: PathBuf,
+}
+
+impl BundleBuilder {
+    /// Builder for bundles below `root`.
+    pub fn new(root: PathBuf) -> BundleBuilder {
+        BundleBuilder { root }
+    }
+
+    /// The bundle directory of an actor.
+    pub fn dir(&self, actor_id: &str) -> PathBuf {
+        self.root.join(actor_id)
+    }
+
+    /// Builds the spec and writes the bundle (config.json and the identity
+    /// dir), replacing any previous one atomically.
+    pub fn write(&self, input: &BundleInput<'_>) -> Result<PathBuf, BundleError> {
+        let dir = self.dir(input.actor_id);
+        let identity = dir.join("identity");
+        let spec = build_spec(input, &identity)?;
+        create_private_dir(&dir)?;
+        create_private_dir(&identity)?;
+        write_atomic(&identity.join("actor-id"), input.actor_id.as_bytes())?;
+        let json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| BundleError::Invalid(format!("serialising config.json: {e}")))?;
+        write_atomic(&dir.join("config.json"), &json)?;
+        Ok(dir)
+    }
+
+    /// True when the actor's bundle is complete on disk.
+    pub fn exists(&self, actor_id: &str) -> bool {
+        self.dir(actor_id).join("config.json").is_file()
+    }
+
+    /// Removes an actor's bundle.
+    pub fn remove(&self, actor_id: &str) -> std::io::Result<()> {
+        remove_dir_if_exists(&self.dir(actor_id))
+    }
+}
+
+/// The OCI spec of one container (pure: no I/O).
+pub fn build_spec(input: &BundleInput<'_>, identity_dir: &Path) -> Result<Spec, BundleError> {
+    let c = input.container;
+    let sc = c.security_context.as_ref();
+
+    let args = if !c.command.is_empty() {
+        c.command.clone()
+    } else {
+        input.image.command.clone()
+    };
+    if args.is_empty() {
+        return Err(BundleError::Invalid(format!(
+            "container {:?}: no command given and the image defines none",
+            c.name
+        )));
+    }
+
+    let mut env: Vec<String> = Vec::new();
+    let image_sets_path = input.image.env.iter().any(|e| e.starts_with("PATH="));
+    let spec_sets_path = c.env.iter().any(|e| e.name == "PATH");
+    if !image_sets_path && !spec_sets_path {
+        env.push(DEFAULT_PATH.to_string());
+    }
+    env.extend(input.image.env.iter().cloned());
+    env.extend(c.env.iter().map(|e| format!("{}={}", e.name, e.value)));
+
+    let cwd = c
+        .working_dir
+        .clone()
+        .or_else(|| input.image.working_dir.clone())
+        .unwrap_or_else(|| "/".to_string());
+
+    // runAsUser wins over the image's User; unset means root.
+    let uid = match sc.and_then(|s| s.run_as_user) {
+        Some(u) => to_id("runAsUser", u)?,
+        None => input.image.uid.unwrap_or(0),
+    };
+    let gid = match sc.and_then(|s| s.run_as_group) {
+        Some(g) => to_id("runAsGroup", g)?,
+        None => input.image.gid.unwrap_or(0),
+    };
+
+    let caps = resolve_capabilities(sc)?
+        .into_iter()
+        .map(to_oci_capability)
+        .collect::<Result<std::collections::HashSet<_>, _>>()?;
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .inheritable(caps)
+        .build()?;
+
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(UserBuilder::default().uid(uid).gid(gid).build()?)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        .build()?;
+
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &[])?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            IDENTITY_MOUNT,
+            "bind",
+            &identity_dir.to_string_lossy(),
+            &["rbind", "ro"],
+        )?,
+    ];
+    for m in &c.volume_mounts {
+        let source = input.volumes.get(&m.name).ok_or_else(|| {
+            BundleError::Invalid(format!("volume {:?} has no host directory", m.name))
+        })?;
+        let mode = if m.read_only { "ro" } else { "rw" };
+        mounts.push(mount(
+            &m.mount_path,
+            "bind",
+            &source.to_string_lossy(),
+            &["rbind", mode],
+        )?);
+    }
+
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Network,
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .collect::<Result<Vec<_>, _>>()?;
+    let mut linux = LinuxBuilder::default().namespaces(namespaces).build()?;
+    // No cgroup limits: runsc would need a cgroup hierarchy to apply them.
+    linux.set_resources(None);
+
+    let annotations = HashMap::from([
+        (ANNOTATION_ACTOR_ID.to_string(), input.actor_id.to_string()),
+        (
+            ANNOTATION_TEMPLATE.to_string(),
+            format!("{}/{}", input.template.namespace, input.template.name),
+        ),
+    ]);
+
+    let spec = SpecBuilder::default()
+        .version("1.0.2")
+        .hostname(input.actor_id)
+        .root(
+            RootBuilder::default()
+                .path(input.rootfs)
+                // Writable inside; runsc's memory overlay keeps writes out of
+                // the shared rootfs.
+                .readonly(false)
+                .build()?,
+        )
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .annotations(annotations)
+        .build()?;
+    Ok(spec)
+}
+
+fn to_id(field: &str, v: i64) -> Result<u32, BundleError> {
+    u32::try_from(v)
+        .ok()
+        .filter(|id| *id != u32::MAX)
+        .ok_or_else(|| BundleError::Invalid(format!("{field} {v} is out of range")))
+}
+
+fn to_oci_capability(cap: atelet_api::capabilities::Capability) -> Result<OciCapability, BundleError> {
+    serde_json::from_value(serde_json::Value::String(cap.to_string()))
+        .map_err(|e| BundleError::Invalid(format!("capability {cap} unknown to oci-spec: {e}")))
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, BundleError> {
+    let mut b = MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source);
+    if !options.is_empty() {
+        b = b.options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    }
+    Ok(b.build()?)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), BundleError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|source| BundleError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename, so a
+/// crash leaves either the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    let io = |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// `remove_dir_all` that treats "already gone" as done.
+pub fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atelet_api::capabilities::DEFAULT_CAPABILITIES;
+    use serde_json::json;
+
+    fn container(sc: serde_json::Value) -> Container {
+        let mut v = json!({"name": "app", "image": "dir:/r", "command": ["/bin/sh"]});
+        if !sc.is_null() {
+            v["securityContext"] = sc;
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn spec_for(c: &Container) -> Result<Spec, BundleError> {
+        let template = TemplateRef {
+            namespace: "default".into(),
+            name: "t".into(),
+        };
+        let volumes = HashMap::new();
+        let image = ImageConfig::default();
+        build_spec(
+            &BundleInput {
+                actor_id: "a1",
+                template: &template,
+                container: c,
+                rootfs: Path::new("/srv/rootfs"),
+                image: &image,
+                volumes: &volumes,
+            },
+            Path::new("/state/bundles/a1/identity"),
+        )
+    }
+
+    fn cap_sets(spec: &Spec) -> Vec<Vec<String>> {
+        let v = serde_json::to_value(spec).unwrap();
+        let caps = &v["process"]["capabilities"];
+        ["bounding", "effective", "permitted", "inheritable"]
+            .iter()
+            .map(|k| {
+                let mut names: Vec<String> = caps[k]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect();
+                names.sort();
+                names
+            })
+            .collect()
+    }
+
+    fn sorted(names: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn empty_security_context_is_exactly_the_default_bundle() {
+        let none = spec_for(&container(serde_json::Value::Null)).unwrap();
+        let empty = spec_for(&container(json!({}))).unwrap();
+        let empty_caps = spec_for(&container(json!({"capabilities": {}}))).unwrap();
+        assert_eq!(none, empty);
+        assert_eq!(none, empty_caps);
+        let defaults: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        let mut defaults_sorted = defaults.clone();
+        defaults_sorted.sort();
+        for set in cap_sets(&none) {
+            assert_eq!(set, defaults_sorted);
+        }
+        let user = none.process().as_ref().unwrap().user();
+        assert_eq!((user.uid(), user.gid()), (0, 0));
+    }
+
+    #[test]
+    fn adds_and_run_as_reach_all_four_sets_and_the_user() {
+        let spec = spec_for(&container(json!({
+            "capabilities": {"add": ["NET_ADMIN", "setuid"]},
+            "runAsUser": 1000, "runAsGroup": 1000
+        })))
+        .unwrap();
+        let want = sorted(&[
+            "CAP_AUDIT_WRITE",
+            "CAP_KILL",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_NET_ADMIN",
+            "CAP_SETUID",
+        ]);
+        for set in cap_sets(&spec) {
+            assert_eq!(set, want);
+        }
+        let user = spec.process().as_ref().unwrap().user();
+        assert_eq!((user.uid(), user.gid()), (1000, 1000));
+    }
+
+    #[test]
+    fn drop_of_a_default_removes_it_everywhere() {
+        let spec = spec_for(&container(json!({"capabilities": {"drop": ["KILL"]}}))).unwrap();
+        for set in cap_sets(&spec) {
+            assert_eq!(set, sorted(&["CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"]));
+        }
+    }
+
+    #[test]
+    fn unknown_capability_and_bad_ids_are_errors_not_panics() {
+        assert!(matches!(
+            spec_for(&container(json!({"capabilities": {"add": ["BOGUS"]}}))),
+            Err(BundleError::Capability(_))
+        ));
+        assert!(spec_for(&container(json!({"runAsUser": -1}))).is_err());
+        assert!(spec_for(&container(json!({"runAsUser": 4294967295u64}))).is_err());
+    }
+
+    #[test]
+    fn the_rest_of_the_bundle_follows_the_design() {
+        let spec = spec_for(&container(serde_json::Value::Null)).unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(v["hostname"], "a1");
+        assert_eq!(v["root"]["path"], "/srv/rootfs");
+        assert_eq!(v["process"]["cwd"], "/");
+        assert_eq!(v["process"]["env"][0], DEFAULT_PATH);
+        assert_eq!(v["annotations"][ANNOTATION_ACTOR_ID], "a1");
+        assert_eq!(v["annotations"][ANNOTATION_TEMPLATE], "default/t");
+        let dests: Vec<&str> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(dests, ["/proc", "/dev", "/sys", "/run/ate"]);
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["pid", "ipc", "uts", "mount", "network"]);
+        assert!(v["linux"].get("resources").is_none());
+    }
+}

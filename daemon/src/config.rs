@@ -1,0 +1,197 @@
+//! Daemon settings: built-in defaults, overridden by a TOML file, overridden
+//! by flags (DESIGN §3).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Command line of `atelet`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "atelet", version, about = "Runs gVisor-sandboxed actors; suspends and resumes them.")]
+pub struct Flags {
+    /// TOML config file (see systemd/config.toml.example).
+    #[arg(long, env = "ATELET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// API socket [default: /run/atelet/atelet.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// State directory [default: /var/lib/atelet].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// runsc binary [default: runsc on PATH].
+    #[arg(long)]
+    pub runsc: Option<PathBuf>,
+    /// Log format [default: text on a terminal, else json].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the daemon's own log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// API socket path.
+    pub socket: Option<PathBuf>,
+    /// Octal mode of the socket, e.g. "0660".
+    pub socket_mode: Option<String>,
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+    /// Snapshots kept per actor (newest first); 0 keeps all.
+    pub snapshot_retention: Option<usize>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+    /// runsc settings.
+    #[serde(default)]
+    pub runsc: RunscFileConfig,
+}
+
+/// `[runsc]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunscFileConfig {
+    /// Binary.
+    pub path: Option<PathBuf>,
+    /// `--platform` (ptrace; KVM hangs under nested virtualisation).
+    pub platform: Option<String>,
+    /// `--network`.
+    pub network: Option<String>,
+    /// `--overlay2`.
+    pub overlay: Option<String>,
+    /// Seconds before a runsc command is killed.
+    pub timeout_secs: Option<u64>,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// API socket path.
+    pub socket: PathBuf,
+    /// Socket file mode.
+    pub socket_mode: u32,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// runsc binary; `None` looks it up on PATH at each call.
+    pub runsc_path: Option<PathBuf>,
+    /// `--platform`.
+    pub platform: String,
+    /// `--network`.
+    pub network: String,
+    /// `--overlay2`.
+    pub overlay: String,
+    /// runsc command timeout.
+    pub runsc_timeout: Duration,
+    /// Snapshots kept per actor.
+    pub snapshot_retention: usize,
+    /// Log format; `None` picks by whether stderr is a terminal.
+    pub log_format: Option<LogFormat>,
+}
+
+/// Built-in defaults.
+pub const DEFAULT_SOCKET: &str = "/run/atelet/atelet.sock";
+/// See [`DEFAULT_SOCKET`].
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/atelet";
+
+impl Config {
+    /// Defaults ← file ← flags.
+    pub fn resolve(flags: &Flags) -> Result<Config, String> {
+        let file = match &flags.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let socket_mode = match &file.socket_mode {
+            Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| format!("socket_mode {m:?} is not an octal file mode"))?,
+            None => 0o660,
+        };
+        let r = file.runsc;
+        Ok(Config {
+            socket: flags
+                .socket
+                .clone()
+                .or(file.socket)
+                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            socket_mode,
+            state_dir: flags
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            runsc_path: flags.runsc.clone().or(r.path),
+            platform: r.platform.unwrap_or_else(|| "ptrace".into()),
+            network: r.network.unwrap_or_else(|| "none".into()),
+            overlay: r.overlay.unwrap_or_else(|| "root:memory".into()),
+            runsc_timeout: Duration::from_secs(r.timeout_secs.unwrap_or(300)),
+            snapshot_retention: file.snapshot_retention.unwrap_or(3),
+            log_format: flags.log_format.or(file.log_format),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::parse_from(std::iter::once("atelet").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_flags() {
+        let c = Config::resolve(&flags(&[])).unwrap();
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.platform, "ptrace");
+        assert_eq!(c.overlay, "root:memory");
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.snapshot_retention, 3);
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "socket = \"/f.sock\"\nstate_dir = \"/f\"\nsnapshot_retention = 5\n[runsc]\npath = \"/f/runsc\"\nplatform = \"kvm\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::resolve(&flags(&["--config", p, "--socket", "/x.sock"])).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/x.sock"));
+        assert_eq!(c.state_dir, PathBuf::from("/f"));
+        assert_eq!(c.runsc_path, Some(PathBuf::from("/f/runsc")));
+        assert_eq!(c.platform, "kvm");
+        assert_eq!(c.snapshot_retention, 5);
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "sockets = \"/x\"\n").unwrap();
+        let err = Config::resolve(&flags(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+        let err = Config::resolve(&flags(&["--config", "/nonexistent.toml"])).unwrap_err();
+        assert!(err.contains("reading config"), "{err}");
+    }
+}

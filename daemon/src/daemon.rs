@@ -1,0 +1,133 @@
+//! Start-up and shut-down of the daemon process.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, LogFormat};
+use crate::reaper::Reaper;
+use crate::runsc::{Runsc, RunscConfig, Runtime};
+use crate::service::{ActorService, ServiceConfig};
+use crate::store::Store;
+
+/// How long shutdown waits for lifecycle steps in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sets up logging: text on a terminal, JSON otherwise (or as configured);
+/// `RUST_LOG` picks the levels.
+pub fn init_logging(format: Option<LogFormat>) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Running sandboxes are left
+/// running when it returns.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let state = &config.state_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state)
+        .with_context(|| format!("creating state dir {}", state.display()))?;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting the mode of {}", state.display()))?;
+
+    // One daemon per state dir.
+    let lock_path = state.join("atelet.lock");
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let mut lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow!(
+            "state dir {} is in use by another atelet ({e})",
+            state.display()
+        )
+    })?;
+    lock.set_len(0)?;
+    writeln!(lock, "{}", std::process::id())?;
+
+    let reaper = Reaper::start().context("becoming the child subreaper")?;
+    let store = Store::open(&state.join("db")).context("opening the store")?;
+    let runsc_root = state.join("runsc");
+    std::fs::create_dir_all(&runsc_root)?;
+    let runsc = Runsc::new(
+        RunscConfig {
+            path: config.runsc_path.clone(),
+            root: runsc_root,
+            platform: config.platform.clone(),
+            network: config.network.clone(),
+            overlay: config.overlay.clone(),
+            timeout: config.runsc_timeout,
+        },
+        reaper,
+    );
+    let info = runsc.info();
+    match &info.version {
+        Some(v) => tracing::info!(path = %info.path, version = %v, "runsc found"),
+        None => tracing::warn!(
+            path = %info.path,
+            error = info.error.as_deref().unwrap_or(""),
+            "runsc is not available: lifecycle calls will answer 503 until it is installed"
+        ),
+    }
+    let svc = ActorService::new(
+        ServiceConfig {
+            state_dir: state.clone(),
+            snapshot_retention: config.snapshot_retention,
+        },
+        store,
+        runsc,
+    )?;
+
+    let report = svc.reconcile().await.context("crash recovery")?;
+    tracing::info!(
+        adopted = report.adopted.len(),
+        resolved = ?report.resolved,
+        removed_containers = ?report.removed_containers,
+        removed_dirs = report.removed_dirs.len(),
+        "recovered state"
+    );
+
+    let listener = crate::server::bind(&config.socket, config.socket_mode)
+        .with_context(|| format!("binding {}", config.socket.display()))?;
+    tracing::info!(socket = %config.socket.display(), state_dir = %state.display(), "serving");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    crate::server::serve(listener, svc.clone(), shutdown).await;
+
+    tracing::info!("shutting down; sandboxes keep running");
+    if !svc.drain(DRAIN_TIMEOUT).await {
+        tracing::warn!("lifecycle steps still in flight at exit; recovery will resolve them");
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    drop(lock);
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Handlers: decode a request, call the actor service, encode the answer.
+//! Every failure leaves here as the JSON error body of DESIGN §3.
+
+use std::convert::Infallible;
+use std::io::SeekFrom;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use atelet_api::{ActorList, CreateActorRequest, ErrorCode};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::error::ApiError;
+use crate::router::{route, Action, Route};
+use crate::runsc::Runtime;
+use crate::service::ActorService;
+
+/// Largest request body accepted (DESIGN §3).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// How often a followed log is checked for growth.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// The response body: a whole buffer or a stream.
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// Serves one request.
+pub async fn handle<R: Runtime>(
+    svc: Arc<ActorService<R>>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let t0 = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let parsed = route(&method, &path, req.uri().query());
+    let mutation = parsed.as_ref().is_ok_and(Route::is_mutation);
+    let response = match parsed {
+        Ok(r) => dispatch(svc, r, req).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(|e| error_response(&e));
+    let status = response.status().as_u16();
+    let duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    if mutation || status >= 500 {
+        tracing::info!(%method, %path, status, duration_ms, "request");
+    } else {
+        tracing::debug!(%method, %path, status, duration_ms, "request");
+    }
+    Ok(response)
+}
+
+async fn dispatch<R: Runtime>(
+    svc: Arc<ActorService<R>>,
+    route: Route,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    match route {
+        Route::Healthz => Ok(json(StatusCode::OK, &svc.health()?)),
+        Route::CreateActor => {
+            let body = read_body(req).await?;
+            let create: CreateActorRequest = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::new(ErrorCode::InvalidArgument, format!("invalid request body: {e}"))
+            })?;
+            Ok(json(StatusCode::CREATED, &svc.create(create).await?))
+        }
+        Route::ListActors { status } => Ok(json(
+            StatusCode::OK,
+            &ActorList {
+                actors: svc.list(status)?,
+            },
+        )),
+        Route::GetActor(id) => Ok(json(StatusCode::OK, &svc.get(&id)?)),
+        Route::Act(id, action) => {
+            let actor = match action {
+                Action::Start => svc.start(&id).await?,
+                Action::Suspend => svc.suspend(&id).await?,
+                Action::Resume => svc.resume(&id).await?,
+                Action::Stop => svc.stop(&id).await?,
+            };
+            Ok(json(StatusCode::OK, &actor))
+        }
+        Route::DeleteActor(id) => {
+            svc.delete(&id).await?;
+            Ok(Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Full::new(Bytes::new()).boxed())
+                .unwrap_or_else(|_| internal_response()))
+        }
+        Route::Logs { id, follow } => logs(svc, id, follow).await,
+        Route::Events { since, follow } => events(svc, since, follow),
+    }
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {MAX_BODY} bytes"),
+        )
+    };
+    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
+        let len = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "invalid Content-Length"))?;
+        if len > MAX_BODY as u64 {
+            return Err(too_large());
+        }
+    }
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("reading request body: {e}"),
+        )),
+    }
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => with_type(status, "application/json", Full::new(Bytes::from(bytes)).boxed()),
+        Err(e) => error_response(&ApiError::new(
+            ErrorCode::Internal,
+            format!("encoding response: {e}"),
+        )),
+    }
+}
+
+/// The error body with its status.
+pub fn error_response(e: &ApiError) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let bytes = serde_json::to_vec(&e.body()).unwrap_or_else(|_| {
+        br#"{"error":{"code":"Internal","message":"error encoding failed"}}"#.to_vec()
+    });
+    with_type(status, "application/json", Full::new(Bytes::from(bytes)).boxed())
+}
+
+fn internal_response() -> Response<ResponseBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(
+            br#"{"error":{"code":"Internal","message":"building response failed"}}"#,
+        ))
+        .boxed(),
+    );
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: ResponseBody) -> Response<ResponseBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A body fed by a channel, for streams (logs, events).
+struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response<ResponseBody>) {
+    let (tx, rx) = mpsc::channel(16);
+    (tx, with_type(StatusCode::OK, content_type, ChannelBody { rx }.boxed()))
+}
+
+/// `GET /v1/actors/{id}/logs`: what the actor printed; with `follow`, keeps
+/// sending what is appended until the client goes or the actor is deleted.
+async fn logs<R: Runtime>(
+    svc: Arc<ActorService<R>>,
+    id: String,
+    follow: bool,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if !svc.exists(&id)? {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("actor {id} not found")));
+    }
+    let path = svc.log_path(&id);
+    let (tx, response) = stream("text/plain; charset=utf-8");
+    tokio::spawn(async move {
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                if f.seek(SeekFrom::Start(offset)).await.is_ok() {
+                    loop {
+                        match f.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                offset += n as u64;
+                                if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !follow || !matches!(svc.exists(&id), Ok(true)) {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(response)
+}
+
+/// `GET /v1/events`: NDJSON, one event per line. With `since`, the logged
+/// events after it come first, so a client that reconnects with the last
+/// sequence number it saw misses nothing.
+fn events<R: Runtime>(
+    svc: Arc<ActorService<R>>,
+    since: Option<u64>,
+    follow: bool,
+) -> Result<Response<ResponseBody>, ApiError> {
+    // Subscribe before reading the log, so nothing falls between the two.
+    let mut live = svc.subscribe_events();
+    let (tx, response) = stream("application/x-ndjson");
+    tokio::spawn(async move {
+        let mut last = since.unwrap_or_else(|| svc.last_event_seq());
+        // Replay (in pages) what was logged after `last`.
+        if since.is_some() && !replay(&svc, &tx, &mut last).await {
+            return;
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            tokio::select! {
+                ev = live.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.seq <= last {
+                            continue;
+                        }
+                        last = ev.seq;
+                        if !send_event(&tx, &ev).await {
+                            return;
+                        }
+                    }
+                    // Fell behind: catch up from the log.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !replay(&svc, &tx, &mut last).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(response)
+}
+
+async fn replay<R: Runtime>(svc: &ActorService<R>, tx: &mpsc::Sender<Bytes>, last: &mut u64) -> bool {
+    loop {
+        let Ok(page) = svc.events_since(*last, 512) else {
+            return false;
+        };
+        if page.is_empty() {
+            return true;
+        }
+        for ev in page {
+            *last = ev.seq;
+            if !send_event(tx, &ev).await {
+                return false;
+            }
+        }
+    }
+}
+
+async fn send_event(tx: &mpsc::Sender<Bytes>, ev: &atelet_api::Event) -> bool {
+    let Ok(mut line) = serde_json::to_vec(ev) else {
+        return true;
+    };
+    line.push(b'\n');
+    tx.send(Bytes::from(line)).await.is_ok()
+}

@@ -1,0 +1,251 @@
+//! The routing table: method + path + query → a typed [`Route`]. Nothing
+//! here knows about the actor service; handlers take it from here.
+
+use atelet_api::{ActorStatus, ErrorCode};
+use hyper::Method;
+
+use crate::error::ApiError;
+
+/// A lifecycle action on one actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `POST …/start`.
+    Start,
+    /// `POST …/suspend`.
+    Suspend,
+    /// `POST …/resume`.
+    Resume,
+    /// `POST …/stop`.
+    Stop,
+}
+
+/// Every request the API understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /v1/healthz`.
+    Healthz,
+    /// `POST /v1/actors`.
+    CreateActor,
+    /// `GET /v1/actors[?status=S]`.
+    ListActors {
+        /// Filter.
+        status: Option<ActorStatus>,
+    },
+    /// `GET /v1/actors/{id}`.
+    GetActor(String),
+    /// `POST /v1/actors/{id}/{action}`.
+    Act(String, Action),
+    /// `DELETE /v1/actors/{id}`.
+    DeleteActor(String),
+    /// `GET /v1/actors/{id}/logs[?follow=true]`.
+    Logs {
+        /// The actor.
+        id: String,
+        /// Keep streaming what is appended.
+        follow: bool,
+    },
+    /// `GET /v1/events[?since=N][&follow=false]`.
+    Events {
+        /// Replay events after this sequence number first.
+        since: Option<u64>,
+        /// Keep streaming new events (default true).
+        follow: bool,
+    },
+}
+
+impl Route {
+    /// True for routes that change state (logged at info level).
+    pub fn is_mutation(&self) -> bool {
+        matches!(
+            self,
+            Route::CreateActor | Route::Act(..) | Route::DeleteActor(_)
+        )
+    }
+}
+
+/// Parses a request line into a route.
+pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiError> {
+    let params = Query::parse(query)?;
+    let segments: Vec<&str> = path
+        .strip_prefix("/v1/")
+        .map(|p| p.trim_end_matches('/').split('/').collect())
+        .unwrap_or_default();
+    let not_found = || ApiError::new(ErrorCode::NotFound, format!("no route for {method} {path}"));
+    let route = match (method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => params.only(&[], Route::Healthz)?,
+        (&Method::POST, ["actors"]) => params.only(&[], Route::CreateActor)?,
+        (&Method::GET, ["actors"]) => {
+            let status = params
+                .get("status")
+                .map(|s| {
+                    s.parse::<ActorStatus>()
+                        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("status: {e}")))
+                })
+                .transpose()?;
+            params.only(&["status"], Route::ListActors { status })?
+        }
+        (&Method::GET, ["actors", id]) => params.only(&[], Route::GetActor(id.to_string()))?,
+        (&Method::DELETE, ["actors", id]) => {
+            params.only(&[], Route::DeleteActor(id.to_string()))?
+        }
+        (&Method::POST, ["actors", id, action]) => {
+            let action = match *action {
+                "start" => Action::Start,
+                "suspend" => Action::Suspend,
+                "resume" => Action::Resume,
+                "stop" => Action::Stop,
+                _ => return Err(not_found()),
+            };
+            params.only(&[], Route::Act(id.to_string(), action))?
+        }
+        (&Method::GET, ["actors", id, "logs"]) => {
+            let follow = params.flag("follow", false)?;
+            params.only(
+                &["follow"],
+                Route::Logs {
+                    id: id.to_string(),
+                    follow,
+                },
+            )?
+        }
+        (&Method::GET, ["events"]) => {
+            let since = params
+                .get("since")
+                .map(|s| {
+                    s.parse::<u64>().map_err(|_| {
+                        ApiError::new(
+                            ErrorCode::InvalidArgument,
+                            format!("since: {s:?} is not a sequence number"),
+                        )
+                    })
+                })
+                .transpose()?;
+            let follow = params.flag("follow", true)?;
+            params.only(&["since", "follow"], Route::Events { since, follow })?
+        }
+        _ => return Err(not_found()),
+    };
+    Ok(route)
+}
+
+/// A parsed query string (no percent-decoding: no parameter needs it).
+struct Query<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(query: Option<&'a str>) -> Result<Query<'a>, ApiError> {
+        let pairs = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .collect();
+        Ok(Query { pairs })
+    }
+
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    fn flag(&self, key: &str, default: bool) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some("true" | "1" | "") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(v) => Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("{key}: {v:?} is not true or false"),
+            )),
+        }
+    }
+
+    /// Refuses parameters the route does not take.
+    fn only(&self, allowed: &[&str], route: Route) -> Result<Route, ApiError> {
+        match self.pairs.iter().find(|(k, _)| !allowed.contains(k)) {
+            Some((k, _)) => Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("unknown query parameter {k:?}"),
+            )),
+            None => Ok(route),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(method: Method, path: &str, query: Option<&str>) -> Result<Route, ErrorCode> {
+        route(&method, path, query).map_err(|e| e.code)
+    }
+
+    #[test]
+    fn the_table() {
+        assert_eq!(r(Method::GET, "/v1/healthz", None), Ok(Route::Healthz));
+        assert_eq!(r(Method::POST, "/v1/actors", None), Ok(Route::CreateActor));
+        assert_eq!(
+            r(Method::GET, "/v1/actors", Some("status=RUNNING")),
+            Ok(Route::ListActors {
+                status: Some(ActorStatus::Running)
+            })
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/actors/a1", None),
+            Ok(Route::GetActor("a1".into()))
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/actors/a1/suspend", None),
+            Ok(Route::Act("a1".into(), Action::Suspend))
+        );
+        assert_eq!(
+            r(Method::DELETE, "/v1/actors/a1", None),
+            Ok(Route::DeleteActor("a1".into()))
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/actors/a1/logs", Some("follow=true")),
+            Ok(Route::Logs {
+                id: "a1".into(),
+                follow: true
+            })
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/events", Some("since=5&follow=false")),
+            Ok(Route::Events {
+                since: Some(5),
+                follow: false
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_routes_and_methods_are_not_found() {
+        assert_eq!(r(Method::GET, "/v2/healthz", None), Err(ErrorCode::NotFound));
+        assert_eq!(r(Method::POST, "/v1/healthz", None), Err(ErrorCode::NotFound));
+        assert_eq!(
+            r(Method::POST, "/v1/actors/a/explode", None),
+            Err(ErrorCode::NotFound)
+        );
+        assert_eq!(r(Method::GET, "/", None), Err(ErrorCode::NotFound));
+    }
+
+    #[test]
+    fn bad_query_parameters_are_invalid() {
+        assert_eq!(
+            r(Method::GET, "/v1/actors", Some("status=running")),
+            Err(ErrorCode::InvalidArgument)
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/actors", Some("colour=red")),
+            Err(ErrorCode::InvalidArgument)
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/events", Some("since=-1")),
+            Err(ErrorCode::InvalidArgument)
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/actors/a/logs", Some("follow=maybe")),
+            Err(ErrorCode::InvalidArgument)
+        );
+    }
+}

@@ -1,0 +1,696 @@
+//! The runsc driver: every runsc invocation of the daemon goes through here
+//! (DESIGN §8). It builds the argument lists, runs them under the one
+//! [`Reaper`], parses `state`/`list` JSON and turns failures into errors that
+//! carry the exit status and what runsc printed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use tokio::sync::oneshot;
+
+use crate::reaper::{is_our_child, ExitStatus, Reaper};
+
+/// Errors of the runtime layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// runsc is not installed where configured or on PATH.
+    #[error("runsc is not available: {0}")]
+    Unavailable(String),
+    /// runsc could not be started.
+    #[error("could not start runsc {op}: {source}")]
+    Spawn {
+        /// The subcommand.
+        op: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// runsc ran and failed.
+    #[error("runsc {op} failed ({status}): {output}")]
+    Failed {
+        /// The subcommand.
+        op: &'static str,
+        /// How it ended.
+        status: ExitStatus,
+        /// The tail of what it printed.
+        output: String,
+    },
+    /// runsc did not finish in time and was killed.
+    #[error("runsc {op} did not finish within {secs} s and was killed")]
+    Timeout {
+        /// The subcommand.
+        op: &'static str,
+        /// The limit.
+        secs: u64,
+    },
+    /// runsc printed something we could not parse.
+    #[error("could not parse the output of runsc {op}: {detail}")]
+    Parse {
+        /// The subcommand.
+        op: &'static str,
+        /// Parser message.
+        detail: String,
+    },
+    /// Local I/O around a runsc call (log or pid files).
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+        let context = context.into();
+        move |source| RuntimeError::Io { context, source }
+    }
+}
+
+/// `runsc state` / `runsc list --format=json` for one container.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ContainerState {
+    /// The runsc container id.
+    pub id: String,
+    /// `created`, `running`, `stopped`, `paused`.
+    pub status: String,
+    /// Sandbox pid (-1 or 0 when none).
+    #[serde(default)]
+    pub pid: i32,
+    /// Bundle directory.
+    #[serde(default)]
+    pub bundle: String,
+}
+
+impl ContainerState {
+    /// True when the sandbox runs.
+    pub fn is_running(&self) -> bool {
+        self.status == "running" && self.pid > 0
+    }
+}
+
+/// How a sandbox ended, as far as we could learn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitOutcome {
+    /// Exit code (128+n for a signal); `None` when it could not be learned.
+    pub code: Option<i32>,
+    /// Human description.
+    pub message: String,
+}
+
+/// A sandbox that `run`/`restore` started.
+#[derive(Debug)]
+pub struct Launched {
+    /// Host pid of the sandbox process.
+    pub pid: i32,
+    /// Resolves when the sandbox ends.
+    pub exit: oneshot::Receiver<ExitOutcome>,
+}
+
+/// What `run` and `restore` need.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// runsc container id (one per incarnation of an actor).
+    pub container_id: String,
+    /// Bundle directory holding config.json.
+    pub bundle: PathBuf,
+    /// The actor's log file: the sandbox's stdout and stderr (O_APPEND).
+    pub log_path: PathBuf,
+}
+
+/// Settings of the driver.
+#[derive(Debug, Clone)]
+pub struct RunscConfig {
+    /// Explicit binary; otherwise `runsc` is looked up on PATH at each call.
+    pub path: Option<PathBuf>,
+    /// `--root`: where runsc keeps container state.
+    pub root: PathBuf,
+    /// `--platform` (ptrace here; KVM hangs under nested virtualisation).
+    pub platform: String,
+    /// `--network`.
+    pub network: String,
+    /// `--overlay2`; keeps each actor's writes out of the shared rootfs.
+    pub overlay: String,
+    /// Kill a runsc command that takes longer than this.
+    pub timeout: Duration,
+}
+
+/// The runtime interface the actor service needs; [`Runsc`] is the real
+/// one, and unit tests of the state machine use a fake.
+pub trait Runtime: Send + Sync + 'static {
+    /// Path and version of the runtime, or why it is unusable.
+    fn info(&self) -> atelet_api::RuntimeInfo;
+    /// The runtime's version, or [`RuntimeError::Unavailable`]; called before
+    /// each lifecycle step so that a binary removed at run time is noticed.
+    fn ensure_available(&self) -> Result<String, RuntimeError>;
+    /// `runsc run --detach`.
+    fn run(
+        &self,
+        spec: &LaunchSpec,
+    ) -> impl std::future::Future<Output = Result<Launched, RuntimeError>> + Send;
+    /// `runsc restore --detach` from a checkpoint directory.
+    fn restore(
+        &self,
+        spec: &LaunchSpec,
+        image_dir: &Path,
+    ) -> impl std::future::Future<Output = Result<Launched, RuntimeError>> + Send;
+    /// `runsc checkpoint`: writes `checkpoint.img` into `image_dir`; the sandbox stops.
+    fn checkpoint(
+        &self,
+        container_id: &str,
+        image_dir: &Path,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// `runsc delete [--force]`; a container that does not exist is not an error.
+    fn delete(
+        &self,
+        container_id: &str,
+        force: bool,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// `runsc state`; `None` when the container does not exist.
+    fn state(
+        &self,
+        container_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<ContainerState>, RuntimeError>> + Send;
+    /// `runsc list`.
+    fn list(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Vec<ContainerState>, RuntimeError>> + Send;
+    /// Watches a sandbox this process did not start (found after a restart).
+    fn adopt(&self, container_id: &str, pid: i32) -> oneshot::Receiver<ExitOutcome>;
+}
+
+/// The real runtime: runsc on this host.
+#[derive(Debug)]
+pub struct Runsc {
+    config: RunscConfig,
+    reaper: Reaper,
+    /// (path, mtime, version) of the last binary probed.
+    version_cache: Mutex<Option<(PathBuf, SystemTime, String)>>,
+}
+
+/// Most bytes of runsc output kept in an error message.
+const OUTPUT_TAIL: usize = 2048;
+
+impl Runsc {
+    /// A driver for `config`; nothing is run yet.
+    pub fn new(config: RunscConfig, reaper: Reaper) -> Runsc {
+        Runsc {
+            config,
+            reaper,
+            version_cache: Mutex::new(None),
+        }
+    }
+
+    /// The binary to run: the configured one, else `runsc` on PATH.
+    fn binary(&self) -> Result<PathBuf, RuntimeError> {
+        match &self.config.path {
+            Some(p) => {
+                if is_executable(p) {
+                    Ok(p.clone())
+                } else {
+                    Err(RuntimeError::Unavailable(format!(
+                        "{} does not exist or is not executable",
+                        p.display()
+                    )))
+                }
+            }
+            None => find_on_path("runsc").ok_or_else(|| {
+                RuntimeError::Unavailable("runsc was not found on PATH".to_string())
+            }),
+        }
+    }
+
+    fn command(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary);
+        cmd.arg(format!("--root={}", self.config.root.display()))
+            .arg(format!("--platform={}", self.config.platform))
+            .arg(format!("--network={}", self.config.network))
+            .arg(format!("--overlay2={}", self.config.overlay))
+            .args(args)
+            .stdin(Stdio::null())
+            // Own process group: a Ctrl-C meant for the daemon's terminal
+            // must not reach the sandboxes.
+            .process_group(0);
+        cmd
+    }
+
+    /// Runs a short runsc command and captures its output.
+    async fn output(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+        let binary = self.binary()?;
+        let mut cmd = self.command(&binary, args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let (mut child, exit) = self
+            .reaper
+            .spawn(&mut cmd)
+            .map_err(|source| RuntimeError::Spawn { op, source })?;
+        let pid = child.id() as i32;
+        let stdout = child.stdout.take().map(pipe_reader).transpose();
+        let stderr = child.stderr.take().map(pipe_reader).transpose();
+        let (Ok(Some(mut stdout)), Ok(Some(mut stderr))) = (stdout, stderr) else {
+            return Err(RuntimeError::Io {
+                context: format!("runsc {op}: output pipes"),
+                source: std::io::Error::other("pipe setup failed"),
+            });
+        };
+        let work = async move {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let (r1, r2) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+            r1.and(r2).map_err(RuntimeError::io(format!("runsc {op}: reading output")))?;
+            let status = exit.await.map_err(|_| RuntimeError::Io {
+                context: format!("runsc {op}"),
+                source: std::io::Error::other("reaper dropped the exit status"),
+            })?;
+            Ok::<_, RuntimeError>((status, out, err))
+        };
+        let (status, out, err) = self.with_timeout(op, pid, work).await?;
+        if status.success() {
+            Ok(out)
+        } else {
+            let mut text = String::from_utf8_lossy(&err).into_owned();
+            if text.trim().is_empty() {
+                text = String::from_utf8_lossy(&out).into_owned();
+            }
+            Err(RuntimeError::Failed {
+                op,
+                status,
+                output: tail(text.trim()),
+            })
+        }
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        op: &'static str,
+        pid: i32,
+        work: impl std::future::Future<Output = Result<T, RuntimeError>>,
+    ) -> Result<T, RuntimeError> {
+        match tokio::time::timeout(self.config.timeout, work).await {
+            Ok(res) => res,
+            Err(_) if pid > 0 => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                Err(RuntimeError::Timeout {
+                    op,
+                    secs: self.config.timeout.as_secs(),
+                })
+            }
+            Err(_) => Err(RuntimeError::Timeout {
+                op,
+                secs: self.config.timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// `run`/`restore` with `--detach`: the sandbox inherits stdout/stderr,
+    /// so they go to the actor's log (never a pipe, which would never reach
+    /// EOF), and runsc's own complaints are read back from the log's tail.
+    async fn launch(
+        &self,
+        op: &'static str,
+        spec: &LaunchSpec,
+        extra: &[&str],
+    ) -> Result<Launched, RuntimeError> {
+        let binary = self.binary()?;
+        let log = open_log(&spec.log_path)?;
+        let log_start = log
+            .metadata()
+            .map(|m| m.len())
+            .map_err(RuntimeError::io("actor log"))?;
+        let pid_file = spec
+            .bundle
+            .join(format!("{}.pid", spec.container_id));
+        let _ = std::fs::remove_file(&pid_file);
+        let bundle = spec.bundle.to_string_lossy().into_owned();
+        let pid_arg = pid_file.to_string_lossy().into_owned();
+        let mut args = vec![op, "--detach", "--bundle", &bundle, "--pid-file", &pid_arg];
+        args.extend_from_slice(extra);
+        args.push(&spec.container_id);
+        let mut cmd = self.command(&binary, &args);
+        let stderr = log.try_clone().map_err(RuntimeError::io("actor log"))?;
+        cmd.stdout(log).stderr(stderr);
+        let mark = self.reaper.mark();
+        let (child, exit) = self
+            .reaper
+            .spawn(&mut cmd)
+            .map_err(|source| RuntimeError::Spawn { op, source })?;
+        let runsc_pid = child.id() as i32;
+        drop(child);
+        let status = self
+            .with_timeout(op, runsc_pid, async {
+                exit.await.map_err(|_| RuntimeError::Io {
+                    context: format!("runsc {op}"),
+                    source: std::io::Error::other("reaper dropped the exit status"),
+                })
+            })
+            .await?;
+        if !status.success() {
+            return Err(RuntimeError::Failed {
+                op,
+                status,
+                output: read_tail(&spec.log_path, log_start),
+            });
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .map_err(RuntimeError::io(format!("reading {}", pid_file.display())))?
+            .trim()
+            .parse::<i32>()
+            .map_err(|e| RuntimeError::Parse {
+                op,
+                detail: format!("pid file: {e}"),
+            })?;
+        let _ = std::fs::remove_file(&pid_file);
+        let exit = if is_our_child(pid) {
+            let reaped = self.reaper.watch(pid, mark);
+            let (tx, rx) = oneshot::channel();
+            tokio::spawn(async move {
+                let outcome = match reaped.await {
+                    Ok(status) => ExitOutcome {
+                        code: Some(status.code()),
+                        message: describe_exit(status),
+                    },
+                    Err(_) => ExitOutcome {
+                        code: None,
+                        message: "sandbox lost".to_string(),
+                    },
+                };
+                let _ = tx.send(outcome);
+            });
+            rx
+        } else {
+            // Started by a runsc that did not pass it to us (should not
+            // happen when we are a subreaper); watch it as an adopted one.
+            self.adopt(&spec.container_id, pid)
+        };
+        Ok(Launched { pid, exit })
+    }
+
+    /// `runsc --version` of the binary at `path`, cached by mtime.
+    fn version_of(&self, path: &Path) -> Result<String, RuntimeError> {
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| RuntimeError::Unavailable(format!("{}: {e}", path.display())))?;
+        let mut cache = self
+            .version_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((p, t, v)) = cache.as_ref() {
+            if p == path && *t == mtime {
+                return Ok(v.clone());
+            }
+        }
+        // Run synchronously: it takes a few milliseconds, once per binary.
+        let mut cmd = Command::new(path);
+        cmd.arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let (mut child, exit) = self.reaper.spawn(&mut cmd).map_err(|e| {
+            RuntimeError::Unavailable(format!("{} --version: {e}", path.display()))
+        })?;
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        // stdout is at EOF, so runsc is done; its status adds nothing.
+        drop(exit);
+        let version = parse_version(&out);
+        let Some(version) = version else {
+            return Err(RuntimeError::Unavailable(format!(
+                "{} --version printed no version ({})",
+                path.display(),
+                out.trim()
+            )));
+        };
+        *cache = Some((path.to_path_buf(), mtime, version.clone()));
+        Ok(version)
+    }
+}
+
+impl Runtime for Runsc {
+    fn info(&self) -> atelet_api::RuntimeInfo {
+        let configured = self
+            .config
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "runsc".to_string());
+        match self.binary().and_then(|p| {
+            let v = self.version_of(&p)?;
+            Ok((p, v))
+        }) {
+            Ok((path, version)) => atelet_api::RuntimeInfo {
+                path: path.display().to_string(),
+                version: Some(version),
+                error: None,
+            },
+            Err(e) => atelet_api::RuntimeInfo {
+                path: configured,
+                version: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    fn ensure_available(&self) -> Result<String, RuntimeError> {
+        let path = self.binary()?;
+        self.version_of(&path)
+    }
+
+    async fn run(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
+        self.launch("run", spec, &[]).await
+    }
+
+    async fn restore(&self, spec: &LaunchSpec, image_dir: &Path) -> Result<Launched, RuntimeError> {
+        let image = format!("--image-path={}", image_dir.display());
+        self.launch("restore", spec, &[&image]).await
+    }
+
+    async fn checkpoint(&self, container_id: &str, image_dir: &Path) -> Result<(), RuntimeError> {
+        let image = format!("--image-path={}", image_dir.display());
+        self.output("checkpoint", &["checkpoint", &image, container_id])
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, container_id: &str, force: bool) -> Result<(), RuntimeError> {
+        let args: &[&str] = if force {
+            &["delete", "--force", container_id]
+        } else {
+            &["delete", container_id]
+        };
+        match self.output("delete", args).await {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn state(&self, container_id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        match self.output("state", &["state", container_id]).await {
+            Ok(out) => serde_json::from_slice(&out)
+                .map(Some)
+                .map_err(|e| RuntimeError::Parse {
+                    op: "state",
+                    detail: e.to_string(),
+                }),
+            Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
+        let out = self.output("list", &["list", "--format=json"]).await?;
+        let text = String::from_utf8_lossy(&out);
+        if text.trim().is_empty() || text.trim() == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&text).map_err(|e| RuntimeError::Parse {
+            op: "list",
+            detail: e.to_string(),
+        })
+    }
+
+    fn adopt(&self, container_id: &str, pid: i32) -> oneshot::Receiver<ExitOutcome> {
+        // A sandbox from before a restart is not our child: `runsc wait`
+        // (which asks the sandbox itself) reports its exit status.
+        let (tx, rx) = oneshot::channel();
+        let container_id = container_id.to_string();
+        let binary = self.binary();
+        let cmd = binary.map(|b| self.command(&b, &["wait", &container_id]));
+        let reaper = self.reaper.clone();
+        tokio::spawn(async move {
+            let outcome = match cmd {
+                Ok(mut cmd) => wait_adopted(&reaper, &mut cmd, pid).await,
+                Err(e) => ExitOutcome {
+                    code: None,
+                    message: format!("sandbox lost: {e}"),
+                },
+            };
+            let _ = tx.send(outcome);
+        });
+        rx
+    }
+}
+
+/// Runs `runsc wait` for an adopted sandbox and interprets its answer.
+async fn wait_adopted(reaper: &Reaper, cmd: &mut Command, pid: i32) -> ExitOutcome {
+    #[derive(Deserialize)]
+    struct WaitOutput {
+        #[serde(rename = "exitStatus")]
+        exit_status: i32,
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let lost = |why: String| ExitOutcome {
+        code: None,
+        message: format!("sandbox (pid {pid}) lost: {why}"),
+    };
+    let (mut child, exit) = match reaper.spawn(cmd) {
+        Ok(x) => x,
+        Err(e) => return lost(e.to_string()),
+    };
+    let mut out = Vec::new();
+    if let Some(Ok(mut stdout)) = child.stdout.take().map(pipe_reader) {
+        let _ = stdout.read_to_end(&mut out).await;
+    }
+    let _ = exit.await;
+    match serde_json::from_slice::<WaitOutput>(&out) {
+        // runsc already folds a signal into 128+n.
+        Ok(w) => ExitOutcome {
+            code: Some(w.exit_status),
+            message: describe_exit(ExitStatus::Exited(w.exit_status)),
+        },
+        Err(_) => lost("its exit status is unavailable".to_string()),
+    }
+}
+
+/// What an operator reads in statusMessage when a sandbox ends.
+pub fn describe_exit(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Exited(0) => "exited with status 0".to_string(),
+        ExitStatus::Exited(c) if c > 128 => {
+            format!("exited with status {c} (killed by signal {})", c - 128)
+        }
+        ExitStatus::Exited(c) => format!("exited with status {c}"),
+        ExitStatus::Signaled(s) => format!("sandbox killed by signal {s}"),
+    }
+}
+
+fn pipe_reader<F: Into<std::os::fd::OwnedFd>>(
+    fd: F,
+) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd.into())
+}
+
+fn open_log(path: &Path) -> Result<File, RuntimeError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(RuntimeError::io(format!("opening {}", path.display())))
+}
+
+/// The last bytes appended to `path` after `from`, for an error message.
+fn read_tail(path: &Path, from: u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(from);
+    let start = from.max(len.saturating_sub(OUTPUT_TAIL as u64));
+    let mut buf = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = file.take(OUTPUT_TAIL as u64).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).trim().to_string()
+}
+
+fn tail(text: &str) -> String {
+    if text.len() <= OUTPUT_TAIL {
+        return text.to_string();
+    }
+    let mut start = text.len() - OUTPUT_TAIL;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+fn is_not_found(output: &str) -> bool {
+    output.contains("does not exist") || output.contains("not found")
+}
+
+/// `runsc version 0.0~20221219.0` → `0.0~20221219.0`.
+pub fn parse_version(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("runsc version "))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_parsed_from_the_first_line() {
+        assert_eq!(
+            parse_version("runsc version 0.0~20221219.0\nspec: 1.0.2-dev\n").as_deref(),
+            Some("0.0~20221219.0")
+        );
+        assert_eq!(parse_version("something else"), None);
+    }
+
+    #[test]
+    fn state_json_is_parsed() {
+        let s: ContainerState = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2-dev","id":"c1","status":"running","pid":3024,"bundle":"/b"}"#,
+        )
+        .unwrap();
+        assert!(s.is_running());
+        let s: ContainerState =
+            serde_json::from_str(r#"{"id":"c1","status":"stopped","pid":-1}"#).unwrap();
+        assert!(!s.is_running());
+    }
+
+    #[test]
+    fn exits_are_described_for_operators() {
+        assert_eq!(describe_exit(ExitStatus::Exited(3)), "exited with status 3");
+        assert_eq!(
+            describe_exit(ExitStatus::Exited(137)),
+            "exited with status 137 (killed by signal 9)"
+        );
+    }
+
+    #[test]
+    fn long_output_keeps_its_tail() {
+        let long = "é".repeat(3000);
+        let t = tail(&long);
+        assert!(t.len() <= OUTPUT_TAIL + 4);
+        assert!(t.starts_with('…'));
+    }
+}

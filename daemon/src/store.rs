@@ -1,0 +1,536 @@
+//! The sled store: actor records and the event log (DESIGN §4, §7).
+//!
+//! Every write of a record goes with the event it causes in one sled
+//! transaction, and is flushed before the caller goes on, so that what the
+//! API answered is what a restarted daemon finds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use atelet_api::{Actor, ActorSpec, ActorStatus, Event, SandboxInfo, SnapshotInfo, TemplateRef};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::broadcast;
+
+/// Version of the persisted record layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Events kept in sled; older ones are trimmed at start.
+const EVENTS_KEPT: u64 = 100_000;
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record could not be (de)serialised.
+    #[error("store: record {key}: {source}")]
+    Codec {
+        /// The key.
+        key: String,
+        /// serde's message.
+        source: serde_json::Error,
+    },
+    /// A record was written by a newer daemon.
+    #[error("store: record {key} has schema version {found}, this daemon reads {SCHEMA_VERSION}")]
+    Schema {
+        /// The key.
+        key: String,
+        /// Its version.
+        found: u32,
+    },
+    /// `insert_new` found the id taken.
+    #[error("actor {0} already exists")]
+    Exists(String),
+}
+
+/// The runsc container that runs (or is being started for) an actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecord {
+    /// runsc container id: `<actor>_<incarnation>`.
+    pub id: String,
+    /// Sandbox pid, once runsc reported it.
+    pub pid: Option<i32>,
+    /// runsc version that runs it.
+    pub runsc_version: String,
+}
+
+/// A committed snapshot, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRecord {
+    /// Directory name under the actor's snapshot dir.
+    pub id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// runsc version that wrote it.
+    pub runsc_version: String,
+}
+
+/// Operations that are not visible as a status of their own, recorded so
+/// that crash recovery can finish them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PendingOp {
+    /// The sandbox is being killed for a stop.
+    Stop,
+}
+
+/// What sled holds per actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActorRecord {
+    /// [`SCHEMA_VERSION`] at write time.
+    pub schema_version: u32,
+    /// The actor id.
+    pub id: String,
+    /// As created.
+    pub template: TemplateRef,
+    /// As created.
+    pub spec: ActorSpec,
+    /// Lifecycle status.
+    pub status: ActorStatus,
+    /// Why.
+    pub status_message: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// The current or in-flight runsc container.
+    pub container: Option<ContainerRecord>,
+    /// Committed snapshots, oldest first.
+    pub snapshots: Vec<SnapshotRecord>,
+    /// Last exit code of a sandbox.
+    pub exit_code: Option<i32>,
+    /// Counts sandboxes started, for unique container ids.
+    pub incarnation: u64,
+    /// Counts snapshots taken, for unique snapshot ids.
+    pub snapshot_seq: u64,
+    /// The snapshot a SUSPENDING actor is writing.
+    pub pending_snapshot: Option<String>,
+    /// A stop in progress.
+    pub pending: Option<PendingOp>,
+}
+
+impl ActorRecord {
+    /// A new CREATED record.
+    pub fn new(id: String, template: TemplateRef, spec: ActorSpec, now: String) -> ActorRecord {
+        ActorRecord {
+            schema_version: SCHEMA_VERSION,
+            id,
+            template,
+            spec,
+            status: ActorStatus::Created,
+            status_message: String::new(),
+            created_at: now.clone(),
+            updated_at: now,
+            container: None,
+            snapshots: Vec::new(),
+            exit_code: None,
+            incarnation: 0,
+            snapshot_seq: 0,
+            pending_snapshot: None,
+            pending: None,
+        }
+    }
+
+    /// The API view of the record.
+    pub fn to_api(&self) -> Actor {
+        let sandbox = match (&self.container, self.status) {
+            (
+                Some(ContainerRecord {
+                    id,
+                    pid: Some(pid),
+                    runsc_version,
+                }),
+                ActorStatus::Running | ActorStatus::Suspending,
+            ) => Some(SandboxInfo {
+                pid: *pid,
+                runsc_version: runsc_version.clone(),
+                container_id: id.clone(),
+            }),
+            _ => None,
+        };
+        Actor {
+            id: self.id.clone(),
+            template: self.template.clone(),
+            spec: self.spec.clone(),
+            status: self.status,
+            status_message: self.status_message.clone(),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+            sandbox,
+            snapshots: self
+                .snapshots
+                .iter()
+                .map(|s| SnapshotInfo {
+                    id: s.id.clone(),
+                    created_at: s.created_at.clone(),
+                    size_bytes: s.size_bytes,
+                })
+                .collect(),
+            latest_snapshot: self.snapshots.last().map(|s| s.id.clone()),
+            exit_code: self.exit_code,
+        }
+    }
+}
+
+/// A status change to record with a write.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// Before (`None`: created).
+    pub from: Option<ActorStatus>,
+    /// After (`None`: deleted).
+    pub to: Option<ActorStatus>,
+    /// Why.
+    pub reason: String,
+}
+
+/// The sled database of one daemon.
+pub struct Store {
+    db: sled::Db,
+    actors: sled::Tree,
+    events: sled::Tree,
+    /// Next event sequence number; the mutex orders writes and broadcasts.
+    next_seq: Mutex<u64>,
+    /// Count of records per status, kept in step with the writes.
+    feed: broadcast::Sender<Event>,
+    /// Highest sequence number written.
+    last_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> Result<ActorRecord, StoreError> {
+    let key_text = String::from_utf8_lossy(key).into_owned();
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Versioned {
+        schema_version: u32,
+    }
+    let v: Versioned = serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
+        key: key_text.clone(),
+        source,
+    })?;
+    if v.schema_version != SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            key: key_text,
+            found: v.schema_version,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
+        key: key_text,
+        source,
+    })
+}
+
+fn encode(rec: &ActorRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(rec).map_err(|source| StoreError::Codec {
+        key: rec.id.clone(),
+        source,
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &std::path::Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::LowSpace)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()?;
+        let actors = db.open_tree("actors")?;
+        let events = db.open_tree("events")?;
+        let next = match events.last()? {
+            Some((k, _)) => seq_of(&k) + 1,
+            None => 1,
+        };
+        // Trim the log to its newest EVENTS_KEPT entries.
+        if next > EVENTS_KEPT {
+            let cut = (next - EVENTS_KEPT).to_be_bytes();
+            let old: Vec<sled::IVec> = events
+                .range(..cut)
+                .keys()
+                .collect::<Result<_, _>>()?;
+            for k in old {
+                events.remove(k)?;
+            }
+        }
+        let (feed, _) = broadcast::channel(1024);
+        Ok(Store {
+            db,
+            actors,
+            events,
+            next_seq: Mutex::new(next),
+            feed,
+            last_seq: AtomicU64::new(next - 1),
+        })
+    }
+
+    /// One record.
+    pub fn get(&self, id: &str) -> Result<Option<ActorRecord>, StoreError> {
+        match self.actors.get(id.as_bytes())? {
+            Some(bytes) => decode(id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether a record exists, without decoding it.
+    pub fn contains(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.actors.contains_key(id.as_bytes())?)
+    }
+
+    /// All records, sorted by id.
+    pub fn list(&self) -> Result<Vec<ActorRecord>, StoreError> {
+        self.actors
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// True when no actor is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.actors.is_empty()
+    }
+
+    /// Writes a new record; fails when the id is taken.
+    pub async fn insert_new(&self, rec: &ActorRecord, reason: &str) -> Result<(), StoreError> {
+        if self.contains(&rec.id)? {
+            return Err(StoreError::Exists(rec.id.clone()));
+        }
+        self.write(
+            &rec.id,
+            Some(rec),
+            Some(Transition {
+                from: None,
+                to: Some(rec.status),
+                reason: reason.to_string(),
+            }),
+        )
+        .await
+    }
+
+    /// Writes a record; `transition` (if any) is logged as an event in the
+    /// same transaction. Durable when this returns.
+    pub async fn save(
+        &self,
+        rec: &ActorRecord,
+        transition: Option<Transition>,
+    ) -> Result<(), StoreError> {
+        self.write(&rec.id, Some(rec), transition).await
+    }
+
+    /// Removes a record, logging its deletion.
+    pub async fn remove(&self, id: &str, from: ActorStatus, reason: &str) -> Result<(), StoreError> {
+        self.write(
+            id,
+            None,
+            Some(Transition {
+                from: Some(from),
+                to: None,
+                reason: reason.to_string(),
+            }),
+        )
+        .await
+    }
+
+    async fn write(
+        &self,
+        id: &str,
+        rec: Option<&ActorRecord>,
+        transition: Option<Transition>,
+    ) -> Result<(), StoreError> {
+        let value = rec.map(encode).transpose()?;
+        let event = {
+            let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+            let event = transition.map(|t| Event {
+                seq: *next,
+                actor_id: id.to_string(),
+                from: t.from,
+                to: t.to,
+                time: now_rfc3339(),
+                reason: t.reason,
+            });
+            let event_bytes = event
+                .as_ref()
+                .map(|e| serde_json::to_vec(e).map(|b| (e.seq, b)))
+                .transpose()
+                .map_err(|source| StoreError::Codec {
+                    key: id.to_string(),
+                    source,
+                })?;
+            let res: Result<(), TransactionError<()>> =
+                (&self.actors, &self.events).transaction(|(actors, events)| {
+                    match &value {
+                        Some(v) => {
+                            actors.insert(id.as_bytes(), v.as_slice())?;
+                        }
+                        None => {
+                            actors.remove(id.as_bytes())?;
+                        }
+                    }
+                    if let Some((seq, bytes)) = &event_bytes {
+                        events.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                });
+            match res {
+                Ok(()) => {}
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+                Err(TransactionError::Abort(())) => {
+                    return Err(StoreError::Sled(sled::Error::Unsupported(
+                        "transaction aborted".into(),
+                    )))
+                }
+            }
+            if let Some(e) = &event {
+                *next += 1;
+                self.last_seq.store(e.seq, Ordering::SeqCst);
+            }
+            event
+        };
+        self.db.flush_async().await?;
+        if let Some(e) = event {
+            // Nobody listening is fine.
+            let _ = self.feed.send(e);
+        }
+        Ok(())
+    }
+
+    /// Events with a sequence number above `since`, oldest first, at most `limit`.
+    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let start = since.saturating_add(1).to_be_bytes();
+        self.events
+            .range(start..)
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                serde_json::from_slice(&v).map_err(|source| StoreError::Codec {
+                    key: format!("event {}", seq_of(&k)),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// The highest event sequence number written so far.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::SeqCst)
+    }
+
+    /// New events as they are written (after they are durable).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.feed.subscribe()
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Flushes everything; called at shutdown.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[8 - n..].copy_from_slice(&key[key.len() - n..]);
+    u64::from_be_bytes(b)
+}
+
+/// Current time, RFC 3339 with milliseconds, UTC.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> ActorRecord {
+        let spec: ActorSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "app", "image": "dir:/r", "command": ["/bin/true"]}]
+        }))
+        .unwrap();
+        ActorRecord::new(
+            id.to_string(),
+            TemplateRef {
+                namespace: "default".into(),
+                name: "t".into(),
+            },
+            spec,
+            now_rfc3339(),
+        )
+    }
+
+    #[tokio::test]
+    async fn records_and_events_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut r = rec("a");
+            store.insert_new(&r, "created").await.unwrap();
+            assert!(matches!(
+                store.insert_new(&r, "created").await,
+                Err(StoreError::Exists(_))
+            ));
+            r.status = ActorStatus::Running;
+            store
+                .save(
+                    &r,
+                    Some(Transition {
+                        from: Some(ActorStatus::Created),
+                        to: Some(ActorStatus::Running),
+                        reason: "start".into(),
+                    }),
+                )
+                .await
+                .unwrap();
+            store.insert_new(&rec("b"), "created").await.unwrap();
+            store.remove("b", ActorStatus::Created, "deleted").await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.get("a").unwrap().unwrap();
+        assert_eq!(a.status, ActorStatus::Running);
+        assert!(store.get("b").unwrap().is_none());
+        let events = store.events_since(0, 100).unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(events[3].to, None);
+        assert_eq!(store.events_since(2, 100).unwrap().len(), 2);
+        // The sequence goes on from where it stood.
+        store.insert_new(&rec("c"), "created").await.unwrap();
+        assert_eq!(store.last_seq(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_record_from_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut r = rec("a");
+        r.schema_version = SCHEMA_VERSION + 1;
+        store.save(&r, None).await.unwrap();
+        assert!(matches!(store.get("a"), Err(StoreError::Schema { .. })));
+    }
+}
