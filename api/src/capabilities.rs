@@ -144,8 +144,8 @@ mod tests {
 
     #[test]
     fn names_without_prefix_and_in_lower_case_are_normalised() {
-        let set = resolve_capabilities(Some(&sc(&["NET_ADMIN", "setuid", "cap_setgid"], &[])))
-            .unwrap();
+        let set =
+            resolve_capabilities(Some(&sc(&["NET_ADMIN", "setuid", "cap_setgid"], &[]))).unwrap();
         assert_eq!(
             names(&set),
             [

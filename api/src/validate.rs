@@ -253,7 +253,10 @@ fn reserved_mount_path(normal: &str) -> bool {
 }
 
 fn validate_security_context(field: &str, sc: &SecurityContext) -> Result {
-    for (name, value) in [("runAsUser", sc.run_as_user), ("runAsGroup", sc.run_as_group)] {
+    for (name, value) in [
+        ("runAsUser", sc.run_as_user),
+        ("runAsGroup", sc.run_as_group),
+    ] {
         if let Some(v) = value {
             if !(0..=MAX_ID).contains(&v) {
                 return Err(ValidationError::new(
@@ -349,7 +352,16 @@ mod tests {
 
     #[test]
     fn bad_actor_ids_are_rejected() {
-        for id in ["../x", "UPPER", &"a".repeat(64), "", "-a", "a-", "a_b", "a.b"] {
+        for id in [
+            "../x",
+            "UPPER",
+            &"a".repeat(64),
+            "",
+            "-a",
+            "a-",
+            "a_b",
+            "a.b",
+        ] {
             let err = check(with(&["id"], json!(id))).unwrap_err();
             assert!(err.starts_with("id: "), "{id}: {err}");
         }
@@ -367,8 +379,11 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = check(with(&["spec", "containers", "0", "imagePullPolicy"], json!("x")))
-            .unwrap_err();
+        let err = check(with(
+            &["spec", "containers", "0", "imagePullPolicy"],
+            json!("x"),
+        ))
+        .unwrap_err();
         assert!(err.contains("unknown field `imagePullPolicy`"), "{err}");
         let err = check(with(&["extra"], json!(1))).unwrap_err();
         assert!(err.contains("unknown field `extra`"), "{err}");
@@ -378,7 +393,10 @@ mod tests {
     fn container_names_must_be_unique_labels_and_not_pause() {
         let c = base()["spec"]["containers"][0].clone();
         let err = check(with(&["spec", "containers"], json!([c.clone(), c.clone()]))).unwrap_err();
-        assert!(err.starts_with("spec.containers[1].name: duplicate"), "{err}");
+        assert!(
+            err.starts_with("spec.containers[1].name: duplicate"),
+            "{err}"
+        );
         let err = check(with(&["spec", "containers", "0", "name"], json!("pause"))).unwrap_err();
         assert!(err.contains("reserved"), "{err}");
         let err = check(with(&["spec", "containers", "0", "name"], json!("App"))).unwrap_err();
@@ -402,7 +420,10 @@ mod tests {
 
     #[test]
     fn mount_paths_are_checked() {
-        let mut v = with(&["spec", "volumes"], json!([{"name": "data", "durableDir": {}}]));
+        let mut v = with(
+            &["spec", "volumes"],
+            json!([{"name": "data", "durableDir": {}}]),
+        );
         for (path, ok) in [
             ("/data", true),
             ("data", false),
@@ -417,7 +438,10 @@ mod tests {
             let res = check(v.clone());
             assert_eq!(res.is_ok(), ok, "{path}: {res:?}");
             if let Err(e) = res {
-                assert!(e.starts_with("spec.containers[0].volumeMounts[0].mountPath"), "{e}");
+                assert!(
+                    e.starts_with("spec.containers[0].volumeMounts[0].mountPath"),
+                    "{e}"
+                );
             }
         }
         v["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "nope", "mountPath": "/x"}]);
@@ -462,7 +486,11 @@ mod tests {
 
     #[test]
     fn image_references_are_checked() {
-        let err = check(with(&["spec", "containers", "0", "image"], json!("busybox"))).unwrap_err();
+        let err = check(with(
+            &["spec", "containers", "0", "image"],
+            json!("busybox"),
+        ))
+        .unwrap_err();
         assert!(err.starts_with("spec.containers[0].image"), "{err}");
     }
 
@@ -500,7 +528,10 @@ mod tests {
 
     #[test]
     fn status_names_parse() {
-        assert_eq!("RUNNING".parse::<ActorStatus>().unwrap(), ActorStatus::Running);
+        assert_eq!(
+            "RUNNING".parse::<ActorStatus>().unwrap(),
+            ActorStatus::Running
+        );
         assert!("running".parse::<ActorStatus>().is_err());
     }
 }

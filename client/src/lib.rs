@@ -1,1 +1,268 @@
-pub fn placeholder() {}
+//! A small client of the atelet API over its Unix socket (hyperlocal).
+//! `atectl` is built on it; so are the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+
+use atelet_api::{
+    Actor, ActorList, ActorStatus, CreateActorRequest, ErrorBody, ErrorCode, Event, Health,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use hyperlocal::UnixConnector;
+use serde::de::DeserializeOwned;
+
+/// The socket used when neither `--socket` nor `ATELET_SOCKET` is given.
+pub const DEFAULT_SOCKET: &str = "/run/atelet/atelet.sock";
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error("cannot reach atelet at {socket}: {detail}")]
+    Connect {
+        /// The socket path.
+        socket: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The daemon answered with an error body.
+    #[error("{message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Error class.
+        code: ErrorCode,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The answer could not be understood.
+    #[error("unexpected answer from atelet: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The error class, where the daemon gave one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            ClientError::Connect { .. } => Some(ErrorCode::Unavailable),
+            ClientError::Decode(_) => None,
+        }
+    }
+}
+
+/// A status and a body, as the daemon sent them.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Content-Type, if any.
+    pub content_type: Option<String>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+/// A client bound to one socket.
+#[derive(Clone)]
+pub struct Client {
+    socket: PathBuf,
+    http: HttpClient<UnixConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of the daemon listening on `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            socket: socket.into(),
+            http: HttpClient::builder(TokioExecutor::new()).build(UnixConnector),
+        }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends a request and returns the response head with a streaming body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let uri: hyper::Uri = hyperlocal::Uri::new(&self.socket, path_and_query).into();
+        let mut builder = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.http.request(req).await.map_err(|e| {
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                detail = format!("{detail}: {s}");
+                source = s.source();
+            }
+            ClientError::Connect {
+                socket: self.socket.clone(),
+                detail,
+            }
+        })
+    }
+
+    /// Sends a request and reads the whole answer, whatever its status.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<RawResponse, ClientError> {
+        let resp = self.send(method, path_and_query, body).await?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Decode(format!("reading body: {e}")))?
+            .to_bytes();
+        Ok(RawResponse {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// Sends a request; a non-2xx answer becomes [`ClientError::Api`].
+    pub async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<RawResponse, ClientError> {
+        let resp = self.raw(method, path_and_query, body).await?;
+        if (200..300).contains(&resp.status) {
+            return Ok(resp);
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&resp.body) {
+            Ok(e) => ClientError::Api {
+                status: resp.status,
+                code: e.error.code,
+                message: e.error.message,
+            },
+            Err(_) => ClientError::Api {
+                status: resp.status,
+                code: ErrorCode::from_http_status(resp.status),
+                message: String::from_utf8_lossy(&resp.body).trim().to_string(),
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let resp = self.call(method, path, body).await?;
+        serde_json::from_slice(&resp.body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET /v1/healthz`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.json(Method::GET, "/v1/healthz", None).await
+    }
+
+    /// `POST /v1/actors`.
+    pub async fn create(&self, req: &CreateActorRequest) -> Result<Actor, ClientError> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.json(Method::POST, "/v1/actors", Some(body)).await
+    }
+
+    /// `POST /v1/actors` with a body as given (JSON text).
+    pub async fn create_raw(&self, body: Vec<u8>) -> Result<Actor, ClientError> {
+        self.json(Method::POST, "/v1/actors", Some(body)).await
+    }
+
+    /// `GET /v1/actors/{id}`.
+    pub async fn get(&self, id: &str) -> Result<Actor, ClientError> {
+        self.json(Method::GET, &format!("/v1/actors/{id}"), None)
+            .await
+    }
+
+    /// `GET /v1/actors[?status=]`.
+    pub async fn list(&self, status: Option<ActorStatus>) -> Result<Vec<Actor>, ClientError> {
+        let path = match status {
+            Some(s) => format!("/v1/actors?status={s}"),
+            None => "/v1/actors".to_string(),
+        };
+        let list: ActorList = self.json(Method::GET, &path, None).await?;
+        Ok(list.actors)
+    }
+
+    /// `POST /v1/actors/{id}/{action}` (start, suspend, resume, stop).
+    pub async fn act(&self, id: &str, action: &str) -> Result<Actor, ClientError> {
+        self.json(Method::POST, &format!("/v1/actors/{id}/{action}"), None)
+            .await
+    }
+
+    /// `DELETE /v1/actors/{id}`.
+    pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/v1/actors/{id}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /v1/actors/{id}/logs`: everything logged so far.
+    pub async fn logs(&self, id: &str) -> Result<Bytes, ClientError> {
+        Ok(self
+            .call(Method::GET, &format!("/v1/actors/{id}/logs"), None)
+            .await?
+            .body)
+    }
+
+    /// `GET /v1/events?since=N&follow=false`: the logged events after `since`.
+    pub async fn events_since(&self, since: u64) -> Result<Vec<Event>, ClientError> {
+        let resp = self
+            .call(
+                Method::GET,
+                &format!("/v1/events?since={since}&follow=false"),
+                None,
+            )
+            .await?;
+        parse_ndjson(&resp.body)
+    }
+}
+
+/// Splits an NDJSON body into events.
+pub fn parse_ndjson(body: &[u8]) -> Result<Vec<Event>, ClientError> {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|l| serde_json::from_slice(l).map_err(|e| ClientError::Decode(e.to_string())))
+        .collect()
+}

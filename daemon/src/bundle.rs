@@ -172,8 +172,18 @@ pub fn build_spec(input: &BundleInput<'_>, identity_dir: &Path) -> Result<Spec, 
 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &[])?,
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
         mount(
             IDENTITY_MOUNT,
             "bind",
@@ -242,7 +252,9 @@ fn to_id(field: &str, v: i64) -> Result<u32, BundleError> {
         .ok_or_else(|| BundleError::Invalid(format!("{field} {v} is out of range")))
 }
 
-fn to_oci_capability(cap: atelet_api::capabilities::Capability) -> Result<OciCapability, BundleError> {
+fn to_oci_capability(
+    cap: atelet_api::capabilities::Capability,
+) -> Result<OciCapability, BundleError> {
     serde_json::from_value(serde_json::Value::String(cap.to_string()))
         .map_err(|e| BundleError::Invalid(format!("capability {cap} unknown to oci-spec: {e}")))
 }

@@ -9,7 +9,11 @@ use serde::Deserialize;
 
 /// Command line of `atelet`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "atelet", version, about = "Runs gVisor-sandboxed actors; suspends and resumes them.")]
+#[command(
+    name = "atelet",
+    version,
+    about = "Runs gVisor-sandboxed actors; suspends and resumes them."
+)]
 pub struct Flags {
     /// TOML config file (see systemd/config.toml.example).
     #[arg(long, env = "ATELET_CONFIG")]

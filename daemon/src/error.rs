@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn each_service_error_has_its_status() {
         let cases: Vec<(ServiceError, u16)> = vec![
-            (ServiceError::Invalid(ValidationError::new("id", "bad")), 400),
+            (
+                ServiceError::Invalid(ValidationError::new("id", "bad")),
+                400,
+            ),
             (ServiceError::NotSupported("multi".into()), 400),
             (
                 ServiceError::Image(ImageError::Invalid {

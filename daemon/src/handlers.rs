@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use atelet_api::{ActorList, CreateActorRequest, ErrorCode};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -25,6 +25,12 @@ use crate::service::ActorService;
 
 /// Largest request body accepted (DESIGN §3).
 pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Most bytes of an oversized body read (and dropped) before answering 413.
+pub const DRAIN_LIMIT: usize = 8 * MAX_BODY;
+
+/// How long a client may take to send a request body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a followed log is checked for growth.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -67,7 +73,10 @@ async fn dispatch<R: Runtime>(
         Route::CreateActor => {
             let body = read_body(req).await?;
             let create: CreateActorRequest = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::new(ErrorCode::InvalidArgument, format!("invalid request body: {e}"))
+                ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("invalid request body: {e}"),
+                )
             })?;
             Ok(json(StatusCode::CREATED, &svc.create(create).await?))
         }
@@ -99,7 +108,9 @@ async fn dispatch<R: Runtime>(
     }
 }
 
-/// Reads a body of at most [`MAX_BODY`] bytes.
+/// Reads a body of at most [`MAX_BODY`] bytes. A larger one is still
+/// drained (up to [`DRAIN_LIMIT`]) before the 413 goes out, so that the
+/// client reads the answer instead of a reset connection.
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -107,30 +118,65 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
             format!("request body is larger than {MAX_BODY} bytes"),
         )
     };
-    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
-        let len = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "invalid Content-Length"))?;
-        if len > MAX_BODY as u64 {
-            return Err(too_large());
+    let declared = match req.headers().get(CONTENT_LENGTH) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::InvalidArgument, "invalid Content-Length")
+                })?,
+        ),
+        None => None,
+    };
+    if declared.is_some_and(|len| len > DRAIN_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("reading request body: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+                if seen <= MAX_BODY {
+                    buf.extend_from_slice(&data);
+                }
+            }
         }
+        Ok::<_, ApiError>(())
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                "request body not received in time",
+            )
+        })??;
+    if seen > MAX_BODY {
+        return Err(too_large());
     }
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::new(
-            ErrorCode::InvalidArgument,
-            format!("reading request body: {e}"),
-        )),
-    }
+    Ok(buf.freeze())
 }
 
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
     match serde_json::to_vec(value) {
-        Ok(bytes) => with_type(status, "application/json", Full::new(Bytes::from(bytes)).boxed()),
+        Ok(bytes) => with_type(
+            status,
+            "application/json",
+            Full::new(Bytes::from(bytes)).boxed(),
+        ),
         Err(e) => error_response(&ApiError::new(
             ErrorCode::Internal,
             format!("encoding response: {e}"),
@@ -140,11 +186,16 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBod
 
 /// The error body with its status.
 pub fn error_response(e: &ApiError) -> Response<ResponseBody> {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = serde_json::to_vec(&e.body()).unwrap_or_else(|_| {
         br#"{"error":{"code":"Internal","message":"error encoding failed"}}"#.to_vec()
     });
-    with_type(status, "application/json", Full::new(Bytes::from(bytes)).boxed())
+    with_type(
+        status,
+        "application/json",
+        Full::new(Bytes::from(bytes)).boxed(),
+    )
 }
 
 fn internal_response() -> Response<ResponseBody> {
@@ -158,7 +209,11 @@ fn internal_response() -> Response<ResponseBody> {
     r
 }
 
-fn with_type(status: StatusCode, content_type: &'static str, body: ResponseBody) -> Response<ResponseBody> {
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: ResponseBody,
+) -> Response<ResponseBody> {
     let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut()
@@ -187,7 +242,10 @@ impl Body for ChannelBody {
 
 fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response<ResponseBody>) {
     let (tx, rx) = mpsc::channel(16);
-    (tx, with_type(StatusCode::OK, content_type, ChannelBody { rx }.boxed()))
+    (
+        tx,
+        with_type(StatusCode::OK, content_type, ChannelBody { rx }.boxed()),
+    )
 }
 
 /// `GET /v1/actors/{id}/logs`: what the actor printed; with `follow`, keeps
@@ -198,7 +256,10 @@ async fn logs<R: Runtime>(
     follow: bool,
 ) -> Result<Response<ResponseBody>, ApiError> {
     if !svc.exists(&id)? {
-        return Err(ApiError::new(ErrorCode::NotFound, format!("actor {id} not found")));
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("actor {id} not found"),
+        ));
     }
     let path = svc.log_path(&id);
     let (tx, response) = stream("text/plain; charset=utf-8");
@@ -280,7 +341,11 @@ fn events<R: Runtime>(
     Ok(response)
 }
 
-async fn replay<R: Runtime>(svc: &ActorService<R>, tx: &mpsc::Sender<Bytes>, last: &mut u64) -> bool {
+async fn replay<R: Runtime>(
+    svc: &ActorService<R>,
+    tx: &mpsc::Sender<Bytes>,
+    last: &mut u64,
+) -> bool {
     loop {
         let Ok(page) = svc.events_since(*last, 512) else {
             return false;

@@ -179,7 +179,10 @@ pub fn is_our_child(pid: i32) -> bool {
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
         return false;
     };
-    let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
+    let ppid = rest
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u32>().ok());
     ppid == Some(std::process::id())
 }
 
@@ -275,7 +278,12 @@ mod tests {
         let (mut child, rx) = reaper.spawn(&mut cmd).unwrap();
         let mut text = String::new();
         use std::io::Read;
-        child.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
         let pid: i32 = text.trim().parse().unwrap();
         assert_eq!(rx.await.unwrap(), ExitStatus::Exited(0));
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -78,8 +78,9 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
             let status = params
                 .get("status")
                 .map(|s| {
-                    s.parse::<ActorStatus>()
-                        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("status: {e}")))
+                    s.parse::<ActorStatus>().map_err(|e| {
+                        ApiError::new(ErrorCode::InvalidArgument, format!("status: {e}"))
+                    })
                 })
                 .transpose()?;
             params.only(&["status"], Route::ListActors { status })?
@@ -220,8 +221,14 @@ mod tests {
 
     #[test]
     fn unknown_routes_and_methods_are_not_found() {
-        assert_eq!(r(Method::GET, "/v2/healthz", None), Err(ErrorCode::NotFound));
-        assert_eq!(r(Method::POST, "/v1/healthz", None), Err(ErrorCode::NotFound));
+        assert_eq!(
+            r(Method::GET, "/v2/healthz", None),
+            Err(ErrorCode::NotFound)
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/healthz", None),
+            Err(ErrorCode::NotFound)
+        );
         assert_eq!(
             r(Method::POST, "/v1/actors/a/explode", None),
             Err(ErrorCode::NotFound)

@@ -264,7 +264,8 @@ impl Runsc {
             let mut out = Vec::new();
             let mut err = Vec::new();
             let (r1, r2) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-            r1.and(r2).map_err(RuntimeError::io(format!("runsc {op}: reading output")))?;
+            r1.and(r2)
+                .map_err(RuntimeError::io(format!("runsc {op}: reading output")))?;
             let status = exit.await.map_err(|_| RuntimeError::Io {
                 context: format!("runsc {op}"),
                 source: std::io::Error::other("reaper dropped the exit status"),
@@ -327,9 +328,7 @@ impl Runsc {
             .metadata()
             .map(|m| m.len())
             .map_err(RuntimeError::io("actor log"))?;
-        let pid_file = spec
-            .bundle
-            .join(format!("{}.pid", spec.container_id));
+        let pid_file = spec.bundle.join(format!("{}.pid", spec.container_id));
         let _ = std::fs::remove_file(&pid_file);
         let bundle = spec.bundle.to_string_lossy().into_owned();
         let pid_arg = pid_file.to_string_lossy().into_owned();
@@ -400,10 +399,7 @@ impl Runsc {
         let mtime = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .map_err(|e| RuntimeError::Unavailable(format!("{}: {e}", path.display())))?;
-        let mut cache = self
-            .version_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.version_cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((p, t, v)) = cache.as_ref() {
             if p == path && *t == mtime {
                 return Ok(v.clone());
@@ -415,9 +411,10 @@ impl Runsc {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let (mut child, exit) = self.reaper.spawn(&mut cmd).map_err(|e| {
-            RuntimeError::Unavailable(format!("{} --version: {e}", path.display()))
-        })?;
+        let (mut child, exit) = self
+            .reaper
+            .spawn(&mut cmd)
+            .map_err(|e| RuntimeError::Unavailable(format!("{} --version: {e}", path.display())))?;
         let mut out = String::new();
         if let Some(mut stdout) = child.stdout.take() {
             let _ = stdout.read_to_string(&mut out);

@@ -105,7 +105,9 @@ type Result<T, E = ServiceError> = std::result::Result<T, E>;
 fn runtime_err(context: impl Into<String>) -> impl FnOnce(RuntimeError) -> ServiceError {
     let context = context.into();
     move |source| match source {
-        RuntimeError::Unavailable(m) => ServiceError::Unavailable(format!("runsc is not available: {m}")),
+        RuntimeError::Unavailable(m) => {
+            ServiceError::Unavailable(format!("runsc is not available: {m}"))
+        }
         source => ServiceError::Runtime { context, source },
     }
 }
@@ -234,7 +236,9 @@ impl<R: Runtime> ActorService<R> {
     /// running ones to finish. Sandboxes are left running.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.draining.store(true, Ordering::SeqCst);
-        let drained = tokio::time::timeout(timeout, self.gate.write()).await.is_ok();
+        let drained = tokio::time::timeout(timeout, self.gate.write())
+            .await
+            .is_ok();
         let _ = self.store.flush();
         drained
     }
@@ -299,7 +303,12 @@ impl<R: Runtime> ActorService<R> {
             *actors.entry(r.status).or_default() += 1;
         }
         Ok(Health {
-            status: if runsc.version.is_some() { "ok" } else { "degraded" }.to_string(),
+            status: if runsc.version.is_some() {
+                "ok"
+            } else {
+                "degraded"
+            }
+            .to_string(),
             runsc,
             actors,
         })
@@ -373,7 +382,11 @@ impl<R: Runtime> ActorService<R> {
         let _guard = self.locks.lock(id).await;
         let mut rec = self.record(id)?;
         if !rec.status.can_start() {
-            return Err(transition_error("start", &rec, "CREATED, STOPPED or FAILED"));
+            return Err(transition_error(
+                "start",
+                &rec,
+                "CREATED, STOPPED or FAILED",
+            ));
         }
         self.start_locked(&mut rec, "start").await?;
         Ok(rec.to_api())
@@ -405,7 +418,8 @@ impl<R: Runtime> ActorService<R> {
                 if let Some(c) = rec.container.as_mut() {
                     c.pid = Some(l.pid);
                 }
-                self.transition(rec, ActorStatus::Running, "started", "").await?;
+                self.transition(rec, ActorStatus::Running, "started", "")
+                    .await?;
                 self.watch_exit(rec.id.clone(), cid, l.exit);
                 tracing::info!(actor = %rec.id, op, duration_ms = t0.elapsed().as_millis() as u64, "started");
                 Ok(())
@@ -460,8 +474,13 @@ impl<R: Runtime> ActorService<R> {
             Err(e) => {
                 rec.pending_snapshot = None;
                 let err = snapshot_err(format!("suspending actor {id}"))(e);
-                self.transition(&mut rec, ActorStatus::Running, "suspend failed", format!("suspend failed: {err}"))
-                    .await?;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Running,
+                    "suspend failed",
+                    format!("suspend failed: {err}"),
+                )
+                .await?;
                 return Err(err);
             }
         };
@@ -472,8 +491,13 @@ impl<R: Runtime> ActorService<R> {
             rec.pending_snapshot = None;
             let alive = matches!(self.runtime.state(&cid).await, Ok(Some(s)) if s.is_running());
             if alive {
-                self.transition(&mut rec, ActorStatus::Running, "suspend failed", format!("suspend failed: {err}"))
-                    .await?;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Running,
+                    "suspend failed",
+                    format!("suspend failed: {err}"),
+                )
+                .await?;
             } else {
                 rec.container = None;
                 self.transition(
@@ -522,12 +546,13 @@ impl<R: Runtime> ActorService<R> {
             size_bytes: committed.size_bytes,
             runsc_version: version,
         });
-        let pruned: Vec<SnapshotRecord> = if self.retention > 0 && rec.snapshots.len() > self.retention {
-            let n = rec.snapshots.len() - self.retention;
-            rec.snapshots.drain(..n).collect()
-        } else {
-            Vec::new()
-        };
+        let pruned: Vec<SnapshotRecord> =
+            if self.retention > 0 && rec.snapshots.len() > self.retention {
+                let n = rec.snapshots.len() - self.retention;
+                rec.snapshots.drain(..n).collect()
+            } else {
+                Vec::new()
+            };
         rec.pending_snapshot = None;
         rec.container = None;
         self.transition(&mut rec, ActorStatus::Suspended, "suspended", "")
@@ -565,8 +590,13 @@ impl<R: Runtime> ActorService<R> {
             pid: None,
             runsc_version: version,
         });
-        self.transition(rec, ActorStatus::Resuming, "suspend failed", format!("suspend failed: {why}"))
-            .await?;
+        self.transition(
+            rec,
+            ActorStatus::Resuming,
+            "suspend failed",
+            format!("suspend failed: {why}"),
+        )
+        .await?;
         let bundle = self.bundles.dir(&rec.id);
         match self
             .runtime
@@ -723,12 +753,20 @@ impl<R: Runtime> ActorService<R> {
         validate_actor_id(id)?;
         let _guard = self.locks.lock(id).await;
         let rec = self.record(id)?;
-        if let Some(c) = &rec.container {
+        // The current sandbox, and the runsc state a suspend or an exit may
+        // still be cleaning up in the background.
+        let mut cids: Vec<String> = rec.container.iter().map(|c| c.id.clone()).collect();
+        if rec.incarnation > 0 && !cids.contains(&container_id(id, rec.incarnation)) {
+            cids.push(container_id(id, rec.incarnation));
+        }
+        if !cids.is_empty() {
             self.runtime
                 .ensure_available()
                 .map_err(runtime_err("delete"))?;
+        }
+        for cid in cids {
             self.runtime
-                .delete(&c.id, true)
+                .delete(&cid, true)
                 .await
                 .map_err(runtime_err(format!("deleting actor {id}")))?;
         }
@@ -743,12 +781,20 @@ impl<R: Runtime> ActorService<R> {
     fn remove_files(&self, id: &str) {
         let results = [
             ("bundle", self.bundles.remove(id)),
-            ("snapshots", self.snapshots.remove_actor(id).map_err(std::io::Error::other)),
+            (
+                "snapshots",
+                self.snapshots
+                    .remove_actor(id)
+                    .map_err(std::io::Error::other),
+            ),
             ("volumes", remove_dir_if_exists(&self.volumes_dir.join(id))),
-            ("log", match std::fs::remove_file(self.log_path(id)) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            }),
+            (
+                "log",
+                match std::fs::remove_file(self.log_path(id)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                },
+            ),
         ];
         for (what, res) in results {
             if let Err(e) = res {
@@ -824,7 +870,8 @@ impl<R: Runtime> ActorService<R> {
         } else {
             ActorStatus::Failed
         };
-        self.transition(&mut rec, to, "exited", outcome.message).await?;
+        self.transition(&mut rec, to, "exited", outcome.message)
+            .await?;
         self.cleanup_container(cid.to_string());
         Ok(())
     }
@@ -888,7 +935,11 @@ impl<R: Runtime> ActorService<R> {
         // Snapshot directories that are not on record go, except the one a
         // SUSPENDING actor may have finished writing.
         let recorded: HashSet<String> = rec.snapshots.iter().map(|s| s.id.clone()).collect();
-        for entry in self.snapshots.entries(&id).map_err(snapshot_err("recovery"))? {
+        for entry in self
+            .snapshots
+            .entries(&id)
+            .map_err(snapshot_err("recovery"))?
+        {
             let keep = recorded.contains(&entry)
                 || (before == ActorStatus::Suspending
                     && running.is_none()
@@ -909,8 +960,13 @@ impl<R: Runtime> ActorService<R> {
                 }
                 rec.container = None;
                 rec.pending = None;
-                self.transition(&mut rec, ActorStatus::Stopped, "recovery", "stopped by request")
-                    .await?;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Stopped,
+                    "recovery",
+                    "stopped by request",
+                )
+                .await?;
             }
             (ActorStatus::Running | ActorStatus::Starting | ActorStatus::Resuming, Some(pid)) => {
                 if let Some(c) = rec.container.as_mut() {
@@ -924,7 +980,10 @@ impl<R: Runtime> ActorService<R> {
                         &mut rec,
                         ActorStatus::Running,
                         "recovery",
-                        format!("{} completed while the daemon was down", before.as_str().to_lowercase()),
+                        format!(
+                            "{} completed while the daemon was down",
+                            before.as_str().to_lowercase()
+                        ),
                     )
                     .await?;
                 }
@@ -1052,9 +1111,13 @@ impl<R: Runtime> ActorService<R> {
             return None;
         }
         let size_bytes = manifest.files.iter().map(|f| f.size).sum::<u64>()
-            + std::fs::metadata(self.snapshots.dir(id, snap_id).join(crate::snapshots::MANIFEST))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            + std::fs::metadata(
+                self.snapshots
+                    .dir(id, snap_id)
+                    .join(crate::snapshots::MANIFEST),
+            )
+            .map(|m| m.len())
+            .unwrap_or(0);
         Some(SnapshotRecord {
             id: snap_id.to_string(),
             created_at: manifest.created_at,

@@ -346,8 +346,11 @@ mod tests {
         assert_eq!(m.files[0].size, 11);
         assert_eq!(m.files[0].sha256, sha256_hex(b"image bytes"));
         store.verify(&m, true).unwrap();
-        std::fs::write(store.dir("a", "snap-000001").join("checkpoint.img"), b"image byteZ")
-            .unwrap();
+        std::fs::write(
+            store.dir("a", "snap-000001").join("checkpoint.img"),
+            b"image byteZ",
+        )
+        .unwrap();
         store.verify(&m, false).unwrap();
         assert!(matches!(
             store.verify(&m, true),
@@ -360,7 +363,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = SnapshotStore::new(root.path().to_path_buf());
         let p = store.begin("a", "s1").unwrap();
-        assert!(store.commit(&p, "h".into(), "v".into(), "t".into()).is_err());
+        assert!(store
+            .commit(&p, "h".into(), "v".into(), "t".into())
+            .is_err());
         store.discard(p).unwrap();
         assert!(store.entries("a").unwrap().is_empty());
     }

@@ -257,10 +257,7 @@ impl Store {
         // Trim the log to its newest EVENTS_KEPT entries.
         if next > EVENTS_KEPT {
             let cut = (next - EVENTS_KEPT).to_be_bytes();
-            let old: Vec<sled::IVec> = events
-                .range(..cut)
-                .keys()
-                .collect::<Result<_, _>>()?;
+            let old: Vec<sled::IVec> = events.range(..cut).keys().collect::<Result<_, _>>()?;
             for k in old {
                 events.remove(k)?;
             }
@@ -338,7 +335,12 @@ impl Store {
     }
 
     /// Removes a record, logging its deletion.
-    pub async fn remove(&self, id: &str, from: ActorStatus, reason: &str) -> Result<(), StoreError> {
+    pub async fn remove(
+        &self,
+        id: &str,
+        from: ActorStatus,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         self.write(
             id,
             None,
@@ -508,7 +510,10 @@ mod tests {
                 .await
                 .unwrap();
             store.insert_new(&rec("b"), "created").await.unwrap();
-            store.remove("b", ActorStatus::Created, "deleted").await.unwrap();
+            store
+                .remove("b", ActorStatus::Created, "deleted")
+                .await
+                .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let a = store.get("a").unwrap().unwrap();

@@ -1,1 +1,400 @@
+//! Shared helpers of the end-to-end tests: a busybox-static root filesystem
+//! built by the tests themselves, and a real `atelet` daemon on a
+//! temporary socket and state dir, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use atectl::Client;
+use atelet_api::{Actor, ActorStatus, CreateActorRequest};
+use serde_json::json;
+
+/// `target/debug` (or whichever profile built the tests).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The daemon binary under test.
+pub fn atelet_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ATELET_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = target_dir().join("atelet");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the workspace binaries first (scripts/test does: cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// The CLI under test.
+pub fn atectl_bin() -> PathBuf {
+    let p = target_dir().join("atectl");
+    assert!(
+        p.is_file(),
+        "{} is missing: cargo build --workspace --bins",
+        p.display()
+    );
+    p
+}
+
+/// A busybox-static root filesystem (built once, shared read-only by all tests).
+pub fn rootfs() -> PathBuf {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS
+        .get_or_init(|| {
+            let dest = target_dir().join("e2e-rootfs-busybox");
+            if dest.join("bin/busybox").is_file() {
+                return dest;
+            }
+            build_busybox_rootfs(&dest);
+            dest
+        })
+        .clone()
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository")
+        .to_path_buf()
+}
+
+/// Builds a rootfs at `dest` with the project's own script.
+pub fn build_busybox_rootfs(dest: &Path) {
+    let out = Command::new(repo_root().join("scripts/make-rootfs"))
+        .arg(dest)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scripts/make-rootfs");
+    assert!(
+        out.status.success(),
+        "scripts/make-rootfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A create request for a one-container actor running `script` under sh.
+pub fn actor_request(id: &str, script: &str) -> serde_json::Value {
+    json!({
+        "id": id,
+        "template": {"namespace": "default", "name": "test"},
+        "spec": {"containers": [{
+            "name": "app",
+            "image": format!("dir:{}", rootfs().display()),
+            "command": ["/bin/sh", "-c", script]
+        }]}
+    })
+}
+
+/// Prints an increasing counter, one number per line.
+pub const COUNTER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done";
+
+/// A running daemon on a private socket and state dir.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub client: Client,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Starts a daemon with default settings.
+    pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts a daemon with extra flags.
+    pub fn start_with(args: &[&str]) -> Daemon {
+        let tmp = tempfile::Builder::new()
+            .prefix("atelet-e2e-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut d = Daemon {
+            socket: dir.join("atelet.sock"),
+            state: dir.join("state"),
+            client: Client::new(dir.join("atelet.sock")),
+            dir,
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(atelet_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--log-format")
+            .arg("json")
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,atelet=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("atelet exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "atelet did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` of the daemon (sandboxes keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon is running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        c.wait().unwrap()
+    }
+
+    /// Starts the daemon again on the same socket and state dir.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the daemon first");
+        self.spawn();
+    }
+
+    /// Pid of the daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The runsc containers under this daemon's root.
+    pub fn runsc_containers(&self) -> Vec<(String, String)> {
+        let out = Command::new("runsc")
+            .arg(format!("--root={}", self.state.join("runsc").display()))
+            .args(["list", "--format=json"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| {
+                        (
+                            c["id"].as_str().unwrap_or("").to_string(),
+                            c["status"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Creates an actor from JSON and checks the answer.
+    pub async fn create(&self, body: &serde_json::Value) -> Actor {
+        let req: CreateActorRequest = serde_json::from_value(body.clone()).unwrap();
+        match self.client.create(&req).await {
+            Ok(a) => a,
+            Err(e) => panic!("create {}: {e}\n{}", req.id, self.log()),
+        }
+    }
+
+    /// Waits until `id` has `status`.
+    pub async fn wait_status(&self, id: &str, status: ActorStatus, within: Duration) -> Actor {
+        let deadline = Instant::now() + within;
+        loop {
+            let a = self.client.get(id).await.unwrap();
+            if a.status == status {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "actor {id} is {} ({}), not {status}, after {within:?}",
+                a.status,
+                a.status_message
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The actor's log as text.
+    pub async fn logs(&self, id: &str) -> String {
+        String::from_utf8_lossy(&self.client.logs(id).await.unwrap()).into_owned()
+    }
+
+    /// Waits until the actor's log satisfies `pred`.
+    pub async fn wait_log(
+        &self,
+        id: &str,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.logs(id).await;
+            if pred(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log of {id} never matched; it is:\n{text}\ndaemon log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything under the state dir but sled's own files: path → size.
+    pub fn files(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        walk(&self.state, &self.state, &mut out);
+        out
+    }
+
+    /// Removes every actor through the API (fast: the daemon reaps), then
+    /// whatever runsc still lists under this daemon's root.
+    fn cleanup(&mut self) {
+        if self.child.is_some() {
+            let client = self.client.clone();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = std::thread::spawn(move || {
+                rt.block_on(async {
+                    if let Ok(actors) = client.list(None).await {
+                        for a in actors {
+                            let _ = client.delete(&a.id).await;
+                        }
+                    }
+                })
+            })
+            .join();
+        }
+        self.kill9();
+        for (id, _) in self.runsc_containers() {
+            let _ = Command::new("runsc")
+                .arg(format!("--root={}", self.state.join("runsc").display()))
+                .args(["delete", "--force", &id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, u64>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel == "db" || rel == "atelet.lock" {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            out.insert(format!("{rel}/"), 0);
+            walk(root, &p, out);
+        } else {
+            out.insert(rel, meta.len());
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cleanup();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- daemon log ({}) ----\n{}",
+                self.dir.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// The numbers a counter actor printed, in order.
+pub fn numbers(log: &str) -> Vec<u64> {
+    log.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Asserts that a counter never restarted and never skipped.
+pub fn assert_consecutive(nums: &[u64]) {
+    assert!(!nums.is_empty(), "the counter printed nothing");
+    assert_eq!(nums[0], 0, "the counter did not start at 0: {nums:?}");
+    for w in nums.windows(2) {
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "the counter went from {} to {}: {nums:?}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+/// Parses `/proc/<pid>/status` lines printed into a log: field → value.
+pub fn proc_status_fields(log: &str) -> BTreeMap<String, String> {
+    log.lines()
+        .filter_map(|l| l.split_once(':').or_else(|| l.split_once('=')))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}

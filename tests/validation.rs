@@ -1,0 +1,180 @@
+//! Bad input gets a clear error of DESIGN §3 and changes nothing.
+
+use atelet_api::{ActorStatus, ErrorBody};
+use atelet_e2e::{actor_request, Daemon};
+use hyper::Method;
+use serde_json::json;
+
+/// Sends `body` to `POST /v1/actors` (or another route) and checks the
+/// status, the error body, and that nothing changed.
+async fn expect_error(
+    d: &Daemon,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    status: u16,
+    needle: &str,
+) {
+    let files_before = d.files();
+    let actors_before = d.client.list(None).await.unwrap();
+    let events_before = d.client.events_since(0).await.unwrap().len();
+
+    let resp = d.client.raw(method.clone(), path, body).await.unwrap();
+    assert_eq!(
+        resp.status,
+        status,
+        "{method} {path}: {}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert_eq!(resp.content_type.as_deref(), Some("application/json"));
+    let err: ErrorBody = serde_json::from_slice(&resp.body).unwrap_or_else(|e| {
+        panic!(
+            "not an error body ({e}): {}",
+            String::from_utf8_lossy(&resp.body)
+        )
+    });
+    assert_eq!(err.error.code.http_status(), status);
+    assert!(
+        err.error.message.contains(needle),
+        "{method} {path}: message {:?} does not mention {needle:?}",
+        err.error.message
+    );
+
+    // The daemon still answers, and nothing changed.
+    d.client.health().await.unwrap();
+    assert_eq!(d.client.list(None).await.unwrap(), actors_before);
+    assert_eq!(d.client.events_since(0).await.unwrap().len(), events_before);
+    assert_eq!(d.files(), files_before);
+}
+
+async fn bad_create(d: &Daemon, body: serde_json::Value, status: u16, needle: &str) {
+    let bytes = serde_json::to_vec(&body).unwrap();
+    expect_error(d, Method::POST, "/v1/actors", Some(bytes), status, needle).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_requests_are_refused_and_change_nothing() {
+    let d = Daemon::start();
+    // A running actor that prints nothing, so its log does not change.
+    d.create(&actor_request("quiet", "sleep 100000")).await;
+
+    // Malformed JSON.
+    expect_error(
+        &d,
+        Method::POST,
+        "/v1/actors",
+        Some(b"{\"id\": ".to_vec()),
+        400,
+        "invalid request body",
+    )
+    .await;
+    expect_error(
+        &d,
+        Method::POST,
+        "/v1/actors",
+        Some(b"not json".to_vec()),
+        400,
+        "invalid request body",
+    )
+    .await;
+    // An unknown field.
+    let mut body = actor_request("x1", "true");
+    body["spec"]["containers"][0]["privileged"] = json!(true);
+    bad_create(&d, body, 400, "unknown field `privileged`").await;
+    // Bad actor ids.
+    for id in ["../x", "UPPER", &"a".repeat(64)] {
+        bad_create(&d, actor_request(id, "true"), 400, "id: ").await;
+    }
+    // Duplicate container names.
+    let mut body = actor_request("dup", "true");
+    let c = body["spec"]["containers"][0].clone();
+    body["spec"]["containers"] = json!([c.clone(), c]);
+    bad_create(&d, body, 400, "duplicate container name").await;
+    // `pause` as a container name.
+    let mut body = actor_request("pz", "true");
+    body["spec"]["containers"][0]["name"] = json!("pause");
+    bad_create(&d, body, 400, "reserved").await;
+    // An unknown capability.
+    let mut body = actor_request("cap", "true");
+    body["spec"]["containers"][0]["securityContext"] =
+        json!({"capabilities": {"add": ["NET_ADMIN", "WARP_DRIVE"]}});
+    bad_create(
+        &d,
+        body,
+        400,
+        "capabilities.add[1]: unknown capability \"WARP_DRIVE\"",
+    )
+    .await;
+    // A negative runAsUser.
+    let mut body = actor_request("neg", "true");
+    body["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": -1});
+    bad_create(&d, body, 400, "securityContext.runAsUser").await;
+    // An image that does not exist.
+    let mut body = actor_request("noimg", "true");
+    body["spec"]["containers"][0]["image"] = json!("dir:/nonexistent/rootfs");
+    bad_create(&d, body, 400, "/nonexistent/rootfs").await;
+
+    // 404 for an unknown actor, on every route that names one.
+    expect_error(&d, Method::GET, "/v1/actors/ghost", None, 404, "ghost").await;
+    for action in ["start", "suspend", "resume", "stop"] {
+        expect_error(
+            &d,
+            Method::POST,
+            &format!("/v1/actors/ghost/{action}"),
+            None,
+            404,
+            "ghost",
+        )
+        .await;
+    }
+    expect_error(&d, Method::DELETE, "/v1/actors/ghost", None, 404, "ghost").await;
+    expect_error(&d, Method::GET, "/v1/actors/ghost/logs", None, 404, "ghost").await;
+    // ... and for an unknown route.
+    expect_error(&d, Method::GET, "/v1/nothing", None, 404, "no route").await;
+    // A bad id in a path is invalid, not a path.
+    expect_error(&d, Method::GET, "/v1/actors/UPPER", None, 400, "id: ").await;
+
+    // 409 for a duplicate id and for transitions not allowed.
+    bad_create(&d, actor_request("quiet", "true"), 409, "already exists").await;
+    expect_error(
+        &d,
+        Method::POST,
+        "/v1/actors/quiet/resume",
+        None,
+        409,
+        "it is RUNNING",
+    )
+    .await;
+    expect_error(
+        &d,
+        Method::POST,
+        "/v1/actors/quiet/start",
+        None,
+        409,
+        "it is RUNNING",
+    )
+    .await;
+
+    // A bad status filter.
+    expect_error(
+        &d,
+        Method::GET,
+        "/v1/actors?status=running",
+        None,
+        400,
+        "unknown status",
+    )
+    .await;
+
+    let quiet = d.client.get("quiet").await.unwrap();
+    assert_eq!(quiet.status, ActorStatus::Running);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_bodies_get_413() {
+    let d = Daemon::start();
+    let mut body = actor_request("big", "true");
+    body["spec"]["containers"][0]["env"] =
+        json!([{"name": "PAD", "value": "x".repeat(1024 * 1024)}]);
+    bad_create(&d, body, 413, "larger than").await;
+}
