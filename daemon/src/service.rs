@@ -126,6 +126,18 @@ pub struct ServiceConfig {
     pub snapshot_retention: usize,
 }
 
+/// A new incarnation to launch: see [`ActorService::launch`].
+struct Launch<'a> {
+    version: String,
+    bundle: PathBuf,
+    /// Restore from this checkpoint instead of booting.
+    image_dir: Option<&'a std::path::Path>,
+    /// The transitional status recorded before runsc runs.
+    status: ActorStatus,
+    reason: &'static str,
+    message: String,
+}
+
 /// Per-actor locks.
 #[derive(Default)]
 struct ActorLocks {
@@ -396,45 +408,68 @@ impl<R: Runtime> ActorService<R> {
         let t0 = Instant::now();
         let version = self.runtime.ensure_available().map_err(runtime_err(op))?;
         let image = self.images.resolve(&rec.spec.containers[0].image)?;
+        let bundle = self.write_bundle(rec, &image)?;
+        let launch = Launch {
+            version,
+            bundle,
+            image_dir: None,
+            status: ActorStatus::Starting,
+            reason: op,
+            message: String::new(),
+        };
+        if let Err(e) = self.launch(rec, launch).await {
+            self.transition(
+                rec,
+                ActorStatus::Failed,
+                "start failed",
+                format!("start failed: {e}"),
+            )
+            .await?;
+            return Err(e);
+        }
+        self.transition(rec, ActorStatus::Running, "started", "")
+            .await?;
+        tracing::info!(actor = %rec.id, op, duration_ms = t0.elapsed().as_millis() as u64, "started");
+        Ok(())
+    }
+
+    /// Records a new incarnation in `launch.status`, then boots it (or
+    /// restores it from `launch.image_dir`) and watches it. On success the
+    /// record holds the sandbox pid (the caller records RUNNING); on failure
+    /// the half-made container is removed and the record holds none.
+    async fn launch(self: &Arc<Self>, rec: &mut ActorRecord, launch: Launch<'_>) -> Result<()> {
         rec.incarnation += 1;
         let cid = container_id(&rec.id, rec.incarnation);
         rec.container = Some(ContainerRecord {
             id: cid.clone(),
             pid: None,
-            runsc_version: version,
+            runsc_version: launch.version,
         });
         rec.exit_code = None;
-        self.transition(rec, ActorStatus::Starting, op, "").await?;
-        let launched = match self.write_bundle(rec, &image) {
-            Ok(bundle) => self
-                .runtime
-                .run(&self.launch_spec(&rec.id, &cid, bundle))
-                .await
-                .map_err(runtime_err(format!("starting actor {}", rec.id))),
-            Err(e) => Err(e),
+        self.transition(rec, launch.status, launch.reason, launch.message)
+            .await?;
+        let spec = self.launch_spec(&rec.id, &cid, launch.bundle);
+        let launched = match launch.image_dir {
+            None => self.runtime.run(&spec).await,
+            Some(dir) => self.runtime.restore(&spec, dir).await,
         };
         match launched {
             Ok(l) => {
                 if let Some(c) = rec.container.as_mut() {
                     c.pid = Some(l.pid);
                 }
-                self.transition(rec, ActorStatus::Running, "started", "")
-                    .await?;
                 self.watch_exit(rec.id.clone(), cid, l.exit);
-                tracing::info!(actor = %rec.id, op, duration_ms = t0.elapsed().as_millis() as u64, "started");
                 Ok(())
             }
             Err(e) => {
                 let _ = self.runtime.delete(&cid, true).await;
                 rec.container = None;
-                self.transition(
-                    rec,
-                    ActorStatus::Failed,
-                    "start failed",
-                    format!("start failed: {e}"),
-                )
-                .await?;
-                Err(e)
+                let what = if launch.image_dir.is_some() {
+                    "restoring"
+                } else {
+                    "starting"
+                };
+                Err(runtime_err(format!("{what} actor {}", rec.id))(e))
             }
         }
     }
@@ -583,52 +618,34 @@ impl<R: Runtime> ActorService<R> {
             .as_ref()
             .map(|c| c.runsc_version.clone())
             .unwrap_or_default();
-        rec.incarnation += 1;
-        let cid = container_id(&rec.id, rec.incarnation);
-        rec.container = Some(ContainerRecord {
-            id: cid.clone(),
-            pid: None,
-            runsc_version: version,
-        });
-        self.transition(
-            rec,
-            ActorStatus::Resuming,
-            "suspend failed",
-            format!("suspend failed: {why}"),
-        )
-        .await?;
-        let bundle = self.bundles.dir(&rec.id);
-        match self
-            .runtime
-            .restore(&self.launch_spec(&rec.id, &cid, bundle), image_dir)
-            .await
-        {
-            Ok(l) => {
-                if let Some(c) = rec.container.as_mut() {
-                    c.pid = Some(l.pid);
-                }
+        let launch = Launch {
+            version,
+            bundle: self.bundles.dir(&rec.id),
+            image_dir: Some(image_dir),
+            status: ActorStatus::Resuming,
+            reason: "suspend failed",
+            message: format!("suspend failed: {why}"),
+        };
+        match self.launch(rec, launch).await {
+            Ok(()) => {
                 self.transition(
                     rec,
                     ActorStatus::Running,
                     "suspend failed",
                     format!("suspend failed, actor kept running: {why}"),
                 )
-                .await?;
-                self.watch_exit(rec.id.clone(), cid, l.exit);
+                .await
             }
             Err(e) => {
-                let _ = self.runtime.delete(&cid, true).await;
-                rec.container = None;
                 self.transition(
                     rec,
                     ActorStatus::Failed,
                     "suspend failed",
                     format!("suspend failed ({why}) and the actor could not be restored: {e}"),
                 )
-                .await?;
+                .await
             }
         }
-        Ok(())
     }
 
     /// `POST /v1/actors/{id}/resume`.
@@ -671,47 +688,30 @@ impl<R: Runtime> ActorService<R> {
             let image = self.images.resolve(&rec.spec.containers[0].image)?;
             self.write_bundle(&rec, &image)?
         };
-        rec.incarnation += 1;
-        let cid = container_id(id, rec.incarnation);
-        rec.container = Some(ContainerRecord {
-            id: cid.clone(),
-            pid: None,
-            runsc_version: version,
-        });
-        rec.exit_code = None;
-        self.transition(&mut rec, ActorStatus::Resuming, "resume", "")
-            .await?;
         let image_dir = self.snapshots.dir(id, &latest.id);
-        match self
-            .runtime
-            .restore(&self.launch_spec(id, &cid, bundle), &image_dir)
-            .await
-        {
-            Ok(l) => {
-                if let Some(c) = rec.container.as_mut() {
-                    c.pid = Some(l.pid);
-                }
-                self.transition(&mut rec, ActorStatus::Running, "resumed", "")
-                    .await?;
-                self.watch_exit(id.to_string(), cid, l.exit);
-                tracing::info!(actor = %id, op = "resume", snapshot = %latest.id,
-                    duration_ms = t0.elapsed().as_millis() as u64, "resumed");
-                Ok(rec.to_api())
-            }
-            Err(e) => {
-                let err = runtime_err(format!("resuming actor {id}"))(e);
-                let _ = self.runtime.delete(&cid, true).await;
-                rec.container = None;
-                self.transition(
-                    &mut rec,
-                    ActorStatus::Suspended,
-                    "resume failed",
-                    format!("resume failed: {err}"),
-                )
-                .await?;
-                Err(err)
-            }
+        let launch = Launch {
+            version,
+            bundle,
+            image_dir: Some(&image_dir),
+            status: ActorStatus::Resuming,
+            reason: "resume",
+            message: String::new(),
+        };
+        if let Err(e) = self.launch(&mut rec, launch).await {
+            self.transition(
+                &mut rec,
+                ActorStatus::Suspended,
+                "resume failed",
+                format!("resume failed: {e}"),
+            )
+            .await?;
+            return Err(e);
         }
+        self.transition(&mut rec, ActorStatus::Running, "resumed", "")
+            .await?;
+        tracing::info!(actor = %id, op = "resume", snapshot = %latest.id,
+            duration_ms = t0.elapsed().as_millis() as u64, "resumed");
+        Ok(rec.to_api())
     }
 
     /// `POST /v1/actors/{id}/stop`.
