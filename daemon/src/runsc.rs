@@ -185,6 +185,16 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Vec<ContainerState>, RuntimeError>> + Send;
     /// Watches a sandbox this process did not start (found after a restart).
     fn adopt(&self, container_id: &str, pid: i32) -> oneshot::Receiver<ExitOutcome>;
+    /// `runsc usage`: bytes of memory the sandbox's application uses, an
+    /// upper bound of its (compressed) checkpoint image.
+    fn usage(
+        &self,
+        container_id: &str,
+    ) -> impl std::future::Future<Output = Result<u64, RuntimeError>> + Send;
+    /// Waits (bounded) until runsc commands that a previous daemon left
+    /// running under our root have finished, so that recovery reads a
+    /// settled state. Returns how many there were.
+    fn settle(&self) -> impl std::future::Future<Output = usize> + Send;
 }
 
 /// The real runtime: runsc on this host.
@@ -244,6 +254,21 @@ impl Runsc {
 
     /// Runs a short runsc command and captures its output.
     async fn output(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+        let container = args.last().copied().unwrap_or("");
+        let t0 = std::time::Instant::now();
+        tracing::debug!(op, container, "runsc begin");
+        let res = self.output_inner(op, args).await;
+        tracing::debug!(
+            op,
+            container,
+            ok = res.is_ok(),
+            duration_ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "runsc end"
+        );
+        res
+    }
+
+    async fn output_inner(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
         let binary = self.binary()?;
         let mut cmd = self.command(&binary, args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -317,6 +342,26 @@ impl Runsc {
     /// so they go to the actor's log (never a pipe, which would never reach
     /// EOF), and runsc's own complaints are read back from the log's tail.
     async fn launch(
+        &self,
+        op: &'static str,
+        spec: &LaunchSpec,
+        extra: &[&str],
+    ) -> Result<Launched, RuntimeError> {
+        let container = spec.container_id.as_str();
+        let t0 = std::time::Instant::now();
+        tracing::debug!(op, container, "runsc begin");
+        let res = self.launch_inner(op, spec, extra).await;
+        tracing::debug!(
+            op,
+            container,
+            ok = res.is_ok(),
+            duration_ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "runsc end"
+        );
+        res
+    }
+
+    async fn launch_inner(
         &self,
         op: &'static str,
         spec: &LaunchSpec,
@@ -518,6 +563,40 @@ impl Runtime for Runsc {
         })
     }
 
+    async fn usage(&self, container_id: &str) -> Result<u64, RuntimeError> {
+        #[derive(Deserialize)]
+        struct Usage {
+            #[serde(rename = "Total")]
+            total: u64,
+        }
+        let out = self.output("usage", &["usage", container_id]).await?;
+        serde_json::from_slice::<Usage>(&out)
+            .map(|u| u.total)
+            .map_err(|e| RuntimeError::Parse {
+                op: "usage",
+                detail: e.to_string(),
+            })
+    }
+
+    async fn settle(&self) -> usize {
+        let root = format!("--root={}", self.config.root.display());
+        let deadline = std::time::Instant::now() + self.config.timeout;
+        let mut first = None;
+        loop {
+            let stray = stray_commands(&root);
+            if first.is_none() {
+                first = Some(stray.len());
+                for (pid, cmd) in &stray {
+                    tracing::warn!(pid, command = %cmd, "waiting for a runsc command left by a previous daemon");
+                }
+            }
+            if stray.is_empty() || std::time::Instant::now() > deadline {
+                return first.unwrap_or(0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn adopt(&self, container_id: &str, pid: i32) -> oneshot::Receiver<ExitOutcome> {
         // A sandbox from before a restart is not our child: `runsc wait`
         // (which asks the sandbox itself) reports its exit status.
@@ -569,6 +648,39 @@ async fn wait_adopted(reaper: &Reaper, cmd: &mut Command, pid: i32) -> ExitOutco
         },
         Err(_) => lost("its exit status is unavailable".to_string()),
     }
+}
+
+/// runsc commands under `root_flag` that change state (not sandboxes,
+/// gofers or `wait`), by pid and command line.
+fn stray_commands(root_flag: &str) -> Vec<(i32, String)> {
+    const STATEFUL: [&str; 7] = [
+        "run",
+        "restore",
+        "checkpoint",
+        "delete",
+        "create",
+        "start",
+        "kill",
+    ];
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    proc_dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me && !is_our_child(*pid))
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_ours = args.iter().any(|a| a == root_flag);
+            let sub = args.iter().skip(1).find(|a| !a.starts_with('-'))?;
+            (is_ours && STATEFUL.contains(&sub.as_str())).then(|| (pid, args.join(" ")))
+        })
+        .collect()
 }
 
 /// What an operator reads in statusMessage when a sandbox ends.

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -173,6 +173,8 @@ pub struct ReconcileReport {
     pub removed_containers: Vec<String>,
     /// Snapshot or bundle directories with no record, removed.
     pub removed_dirs: Vec<PathBuf>,
+    /// runsc commands of a previous daemon that were waited for.
+    pub settled_commands: usize,
 }
 
 /// The actor service.
@@ -190,6 +192,36 @@ pub struct ActorService<R: Runtime> {
     /// let in-flight steps finish.
     gate: RwLock<()>,
     draining: AtomicBool,
+    /// Bytes promised to checkpoints in flight (see `reserve_snapshot_space`).
+    reserved_space: Arc<AtomicU64>,
+}
+
+/// Below this much free space a suspend measures the sandbox first.
+pub const SPACE_CHECK_BELOW: u64 = 1 << 30;
+/// Manifest and filesystem slack added to a snapshot's estimate.
+const SNAPSHOT_OVERHEAD: u64 = 1 << 20;
+
+/// Space held for a checkpoint in flight; released on drop.
+struct SpaceReservation {
+    counter: Option<Arc<AtomicU64>>,
+    bytes: u64,
+}
+
+impl SpaceReservation {
+    fn none() -> SpaceReservation {
+        SpaceReservation {
+            counter: None,
+            bytes: 0,
+        }
+    }
+}
+
+impl Drop for SpaceReservation {
+    fn drop(&mut self) {
+        if let Some(c) = &self.counter {
+            c.fetch_sub(self.bytes, Ordering::SeqCst);
+        }
+    }
 }
 
 impl<R: Runtime> std::fmt::Debug for ActorService<R> {
@@ -220,6 +252,7 @@ impl<R: Runtime> ActorService<R> {
             retention: config.snapshot_retention,
             gate: RwLock::new(()),
             draining: AtomicBool::new(false),
+            reserved_space: Arc::new(AtomicU64::new(0)),
         }))
     }
 
@@ -498,6 +531,7 @@ impl<R: Runtime> ActorService<R> {
                 "actor {id} is RUNNING but has no container on record"
             )));
         };
+        let _space = self.reserve_snapshot_space(id, &cid).await?;
         rec.snapshot_seq += 1;
         let snap_id = snapshot_id(rec.snapshot_seq);
         rec.pending_snapshot = Some(snap_id.clone());
@@ -603,6 +637,44 @@ impl<R: Runtime> ActorService<R> {
             }
         }
         Ok(rec.to_api())
+    }
+
+    /// Checks that the snapshot filesystem can take this actor's checkpoint
+    /// before runsc starts: a checkpoint that runs out of space kills the
+    /// sandbox (runsc gives no way back), so it must not be tried. With
+    /// plenty of space the check costs one statvfs; below
+    /// [`SPACE_CHECK_BELOW`] it asks runsc how much memory the sandbox uses
+    /// (an upper bound of the compressed image) and reserves that much until
+    /// the snapshot is committed.
+    async fn reserve_snapshot_space(&self, id: &str, cid: &str) -> Result<SpaceReservation> {
+        let dir = self.snapshots.actor_dir("");
+        let free = nix::sys::statvfs::statvfs(&dir)
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .map_err(|e| ServiceError::Internal(format!("statvfs {}: {e}", dir.display())))?;
+        let reserved = self.reserved_space.load(Ordering::SeqCst);
+        let available = free.saturating_sub(reserved);
+        if available >= SPACE_CHECK_BELOW {
+            return Ok(SpaceReservation::none());
+        }
+        let usage = self
+            .runtime
+            .usage(cid)
+            .await
+            .map_err(runtime_err(format!("measuring actor {id} before suspend")))?;
+        let need = usage + usage / 10 + SNAPSHOT_OVERHEAD;
+        if need > available {
+            return Err(ServiceError::Unavailable(format!(
+                "cannot suspend actor {id}: its snapshot needs up to {} MiB but {} has {} MiB free; the actor keeps running",
+                need.div_ceil(1 << 20),
+                dir.display(),
+                available >> 20
+            )));
+        }
+        self.reserved_space.fetch_add(need, Ordering::SeqCst);
+        Ok(SpaceReservation {
+            counter: Some(self.reserved_space.clone()),
+            bytes: need,
+        })
     }
 
     /// Restores `rec` from an uncommitted checkpoint image after its commit
@@ -756,13 +828,16 @@ impl<R: Runtime> ActorService<R> {
         // The current sandbox, and the runsc state a suspend or an exit may
         // still be cleaning up in the background.
         let mut cids: Vec<String> = rec.container.iter().map(|c| c.id.clone()).collect();
-        if rec.incarnation > 0 && !cids.contains(&container_id(id, rec.incarnation)) {
-            cids.push(container_id(id, rec.incarnation));
-        }
         if !cids.is_empty() {
             self.runtime
                 .ensure_available()
                 .map_err(runtime_err("delete"))?;
+        }
+        // Without a live sandbox runsc is only needed for tidying; recovery
+        // removes what is left if it is missing now.
+        let last = container_id(id, rec.incarnation);
+        if rec.incarnation > 0 && !cids.contains(&last) && self.runtime.ensure_available().is_ok() {
+            cids.push(last);
         }
         for cid in cids {
             self.runtime
@@ -881,7 +956,10 @@ impl<R: Runtime> ActorService<R> {
     /// Reconciles sled with runsc and the disk after a start (DESIGN §7).
     /// Run before serving requests.
     pub async fn reconcile(self: &Arc<Self>) -> Result<ReconcileReport> {
-        let mut report = ReconcileReport::default();
+        let mut report = ReconcileReport {
+            settled_commands: self.runtime.settle().await,
+            ..Default::default()
+        };
         let containers = match self.runtime.list().await {
             Ok(list) => Some(list),
             Err(e) => {
@@ -940,10 +1018,12 @@ impl<R: Runtime> ActorService<R> {
             .entries(&id)
             .map_err(snapshot_err("recovery"))?
         {
+            let pending = rec
+                .pending_snapshot
+                .as_deref()
+                .filter(|_| before == ActorStatus::Suspending && running.is_none());
             let keep = recorded.contains(&entry)
-                || (before == ActorStatus::Suspending
-                    && running.is_none()
-                    && rec.pending_snapshot.as_deref() == Some(entry.as_str()));
+                || pending.is_some_and(|p| entry == p || entry.strip_prefix(TMP_PREFIX) == Some(p));
             if !keep {
                 let _ = self.snapshots.remove(&id, &entry);
                 report.removed_dirs.push(self.snapshots.dir(&id, &entry));
@@ -1016,6 +1096,17 @@ impl<R: Runtime> ActorService<R> {
                 )
                 .await?;
             }
+            (ActorStatus::Resuming, None) if rec.snapshots.is_empty() => {
+                // A revive from an uncommitted image was interrupted.
+                rec.container = None;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Failed,
+                    "recovery",
+                    "the daemon stopped while the actor was being restored; no snapshot is committed",
+                )
+                .await?;
+            }
             (ActorStatus::Resuming, None) => {
                 rec.container = None;
                 self.transition(
@@ -1047,13 +1138,18 @@ impl<R: Runtime> ActorService<R> {
                 report.adopted.push(id.clone());
             }
             (ActorStatus::Suspending, None) => {
-                let finished = rec
-                    .pending_snapshot
-                    .take()
-                    .and_then(|p| self.recover_snapshot(&id, &p));
-                rec.container = None;
+                let pending = rec.pending_snapshot.take();
+                let finished = pending
+                    .as_deref()
+                    .and_then(|p| self.recover_snapshot(&id, p));
+                let tmp = pending.map(|p| {
+                    self.snapshots
+                        .actor_dir(&id)
+                        .join(format!("{TMP_PREFIX}{p}"))
+                });
                 match finished {
                     Some(s) => {
+                        rec.container = None;
                         rec.snapshots.push(s);
                         self.transition(
                             &mut rec,
@@ -1064,14 +1160,34 @@ impl<R: Runtime> ActorService<R> {
                         .await?;
                     }
                     None => {
-                        self.transition(
-                            &mut rec,
-                            ActorStatus::Failed,
-                            "recovery",
-                            "the sandbox stopped during a suspend interrupted by a daemon restart; no snapshot was committed",
-                        )
-                        .await?;
+                        // The checkpoint ran (it stopped the sandbox) but was
+                        // not committed: bring the actor back from its image.
+                        match tmp.clone().filter(|d| d.join("checkpoint.img").is_file()) {
+                            Some(dir) => {
+                                let why = ServiceError::Internal(
+                                    "the daemon stopped before the snapshot was committed"
+                                        .to_string(),
+                                );
+                                self.revive_from(&mut rec, &dir, &why).await?;
+                                if rec.status == ActorStatus::Running {
+                                    report.adopted.push(id.clone());
+                                }
+                            }
+                            None => {
+                                rec.container = None;
+                                self.transition(
+                                    &mut rec,
+                                    ActorStatus::Failed,
+                                    "recovery",
+                                    "the sandbox stopped during a suspend interrupted by a daemon restart; no snapshot was committed",
+                                )
+                                .await?;
+                            }
+                        }
                     }
+                }
+                if let Some(dir) = tmp {
+                    let _ = remove_dir_if_exists(&dir);
                 }
             }
             (_, Some(_)) => {
@@ -1103,7 +1219,6 @@ impl<R: Runtime> ActorService<R> {
     /// A snapshot that was renamed into place but not recorded: kept if its
     /// manifest and files check out in full.
     fn recover_snapshot(&self, id: &str, snap_id: &str) -> Option<SnapshotRecord> {
-        let _ = self.snapshots.remove(id, &format!("{TMP_PREFIX}{snap_id}"));
         let manifest = self.snapshots.manifest(id, snap_id).ok()?;
         if let Err(e) = self.snapshots.verify(&manifest, true) {
             tracing::warn!(actor = %id, snapshot = %snap_id, error = %e, "discarding an unverifiable snapshot");
@@ -1185,3 +1300,7 @@ pub fn snapshot_id(seq: u64) -> String {
 fn spec_hash(rec: &ActorRecord) -> String {
     sha256_hex(&serde_json::to_vec(&rec.spec).unwrap_or_default())
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

@@ -126,13 +126,23 @@ impl Daemon {
             .tempdir_in("/tmp")
             .unwrap();
         let dir = tmp.path().to_path_buf();
+        // `--state-dir X` among the flags replaces the private one.
+        let mut extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let state = match extra.iter().position(|a| a == "--state-dir") {
+            Some(i) if i + 1 < extra.len() => {
+                let s = PathBuf::from(extra.remove(i + 1));
+                extra.remove(i);
+                s
+            }
+            _ => dir.join("state"),
+        };
         let mut d = Daemon {
             socket: dir.join("atelet.sock"),
-            state: dir.join("state"),
+            state,
             client: Client::new(dir.join("atelet.sock")),
             dir,
             child: None,
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            extra_args: extra,
             _tmp: Some(tmp),
         };
         d.spawn();

@@ -1,0 +1,550 @@
+//! Unit tests of the lifecycle state machine and of crash recovery, over a
+//! fake runtime. They prove the bookkeeping (statuses, events, snapshots on
+//! disk, what recovery decides); the end-to-end tests in `tests/` prove the
+//! features on the real runsc.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use atelet_api::{ActorStatus, CreateActorRequest, RuntimeInfo};
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::reaper::ExitStatus;
+use crate::runsc::{ContainerState, ExitOutcome, LaunchSpec, Launched, Runtime, RuntimeError};
+use crate::snapshots::SnapshotStore;
+use crate::store::{ActorRecord, ContainerRecord, SnapshotRecord, Store};
+
+#[derive(Default)]
+struct FakeState {
+    /// container id → running?
+    containers: HashMap<String, bool>,
+    exits: HashMap<String, oneshot::Sender<ExitOutcome>>,
+    /// Next call of this op fails; `true` also kills the sandbox.
+    fail: HashMap<&'static str, bool>,
+    calls: Vec<String>,
+    version: String,
+    available: bool,
+    next_pid: i32,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Mutex<FakeState>>);
+
+impl Fake {
+    fn new() -> Fake {
+        Fake(Arc::new(Mutex::new(FakeState {
+            version: "fake-1".into(),
+            available: true,
+            next_pid: 100,
+            ..Default::default()
+        })))
+    }
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.0.lock().unwrap()
+    }
+    fn launched(&self, cid: &str) -> Launched {
+        let mut s = self.state();
+        s.next_pid += 1;
+        s.containers.insert(cid.to_string(), true);
+        let (tx, rx) = oneshot::channel();
+        s.exits.insert(cid.to_string(), tx);
+        Launched {
+            pid: s.next_pid,
+            exit: rx,
+        }
+    }
+    fn take_fail(&self, op: &'static str) -> Option<bool> {
+        self.state().fail.remove(op)
+    }
+    fn failed(op: &'static str) -> RuntimeError {
+        RuntimeError::Failed {
+            op,
+            status: ExitStatus::Exited(1),
+            output: format!("{op} failed on purpose"),
+        }
+    }
+    /// The sandbox ends on its own with `code`.
+    fn exit(&self, cid: &str, code: i32) {
+        let mut s = self.state();
+        s.containers.insert(cid.to_string(), false);
+        if let Some(tx) = s.exits.remove(cid) {
+            let _ = tx.send(ExitOutcome {
+                code: Some(code),
+                message: format!("exited with status {code}"),
+            });
+        }
+    }
+    fn running(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .state()
+            .containers
+            .iter()
+            .filter(|(_, r)| **r)
+            .map(|(c, _)| c.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Runtime for Fake {
+    fn info(&self) -> RuntimeInfo {
+        RuntimeInfo {
+            path: "/fake/runsc".into(),
+            version: Some(self.state().version.clone()),
+            error: None,
+        }
+    }
+    fn ensure_available(&self) -> Result<String, RuntimeError> {
+        let s = self.state();
+        if s.available {
+            Ok(s.version.clone())
+        } else {
+            Err(RuntimeError::Unavailable("fake runsc removed".into()))
+        }
+    }
+    async fn run(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
+        self.state()
+            .calls
+            .push(format!("run {}", spec.container_id));
+        if self.take_fail("run").is_some() {
+            return Err(Fake::failed("run"));
+        }
+        Ok(self.launched(&spec.container_id))
+    }
+    async fn restore(&self, spec: &LaunchSpec, image_dir: &Path) -> Result<Launched, RuntimeError> {
+        self.state()
+            .calls
+            .push(format!("restore {}", spec.container_id));
+        if self.take_fail("restore").is_some() || !image_dir.join("checkpoint.img").is_file() {
+            return Err(Fake::failed("restore"));
+        }
+        Ok(self.launched(&spec.container_id))
+    }
+    async fn checkpoint(&self, cid: &str, image_dir: &Path) -> Result<(), RuntimeError> {
+        self.state().calls.push(format!("checkpoint {cid}"));
+        if let Some(kills) = self.take_fail("checkpoint") {
+            std::fs::write(image_dir.join("checkpoint.img"), b"partial").unwrap();
+            if kills {
+                self.exit(cid, 0);
+            }
+            return Err(Fake::failed("checkpoint"));
+        }
+        std::fs::write(image_dir.join("checkpoint.img"), format!("image of {cid}")).unwrap();
+        self.exit(cid, 0);
+        Ok(())
+    }
+    async fn delete(&self, cid: &str, _force: bool) -> Result<(), RuntimeError> {
+        let mut s = self.state();
+        s.calls.push(format!("delete {cid}"));
+        s.containers.remove(cid);
+        s.exits.remove(cid);
+        Ok(())
+    }
+    async fn state(&self, cid: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        Ok(self.state().containers.get(cid).map(|r| ContainerState {
+            id: cid.to_string(),
+            status: if *r { "running" } else { "stopped" }.into(),
+            pid: if *r { 42 } else { -1 },
+            bundle: String::new(),
+        }))
+    }
+    async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
+        let s = self.state();
+        Ok(s.containers
+            .iter()
+            .map(|(c, r)| ContainerState {
+                id: c.clone(),
+                status: if *r { "running" } else { "stopped" }.into(),
+                pid: if *r { 42 } else { -1 },
+                bundle: String::new(),
+            })
+            .collect())
+    }
+    fn adopt(&self, cid: &str, _pid: i32) -> oneshot::Receiver<ExitOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.state().exits.insert(cid.to_string(), tx);
+        rx
+    }
+    async fn usage(&self, _cid: &str) -> Result<u64, RuntimeError> {
+        Ok(1 << 20)
+    }
+    async fn settle(&self) -> usize {
+        0
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    rootfs: tempfile::TempDir,
+    fake: Fake,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            rootfs: tempfile::tempdir().unwrap(),
+            fake: Fake::new(),
+        }
+    }
+    fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("db")).unwrap()
+    }
+    fn service(&self, store: Store) -> Arc<ActorService<Fake>> {
+        ActorService::new(
+            ServiceConfig {
+                state_dir: self.dir.path().to_path_buf(),
+                snapshot_retention: 0,
+            },
+            store,
+            self.fake.clone(),
+        )
+        .unwrap()
+    }
+    fn request(&self, id: &str) -> CreateActorRequest {
+        serde_json::from_value(serde_json::json!({
+            "id": id,
+            "template": {"namespace": "default", "name": "t"},
+            "spec": {"containers": [{
+                "name": "app",
+                "image": format!("dir:{}", self.rootfs.path().display()),
+                "command": ["/bin/sh"]
+            }]}
+        }))
+        .unwrap()
+    }
+    fn record(&self, id: &str, status: ActorStatus, cid: Option<&str>) -> ActorRecord {
+        let req = self.request(id);
+        let mut r = ActorRecord::new(req.id, req.template, req.spec, now_rfc3339());
+        r.status = status;
+        r.incarnation = 1;
+        r.container = cid.map(|c| ContainerRecord {
+            id: c.to_string(),
+            pid: Some(7),
+            runsc_version: "fake-1".into(),
+        });
+        r
+    }
+    fn snapshots(&self) -> SnapshotStore {
+        SnapshotStore::new(self.dir.path().join("snapshots"))
+    }
+}
+
+fn path_of(svc: &ActorService<Fake>, id: &str) -> Vec<Option<ActorStatus>> {
+    svc.events_since(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor_id == id)
+        .map(|e| e.to)
+        .collect()
+}
+
+#[tokio::test]
+async fn suspend_and_resume_record_every_step() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    let a = svc.create(env.request("a")).await.unwrap();
+    assert_eq!(a.status, ActorStatus::Running);
+    let s = svc.suspend("a").await.unwrap();
+    assert_eq!(s.status, ActorStatus::Suspended);
+    assert_eq!(s.snapshots.len(), 1);
+    let snap = env.snapshots().dir("a", &s.snapshots[0].id);
+    assert!(snap.join("checkpoint.img").is_file() && snap.join("manifest.json").is_file());
+    let r = svc.resume("a").await.unwrap();
+    assert_eq!(r.status, ActorStatus::Running);
+    use ActorStatus::*;
+    assert_eq!(
+        path_of(&svc, "a"),
+        [Created, Starting, Running, Suspending, Suspended, Resuming, Running].map(Some)
+    );
+    // A fresh container id for each incarnation.
+    assert_eq!(env.fake.running(), ["a_2"]);
+}
+
+#[tokio::test]
+async fn disallowed_transitions_are_refused_and_change_nothing() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let before = svc.get("a").unwrap();
+    let events = svc.last_event_seq();
+    let calls = env.fake.state().calls.len();
+    for (op, res) in [
+        ("resume", svc.resume("a").await),
+        ("start", svc.start("a").await),
+    ] {
+        assert!(
+            matches!(res, Err(ServiceError::Transition { .. })),
+            "{op}: {res:?}"
+        );
+    }
+    assert_eq!(svc.get("a").unwrap(), before);
+    assert_eq!(svc.last_event_seq(), events);
+    assert_eq!(env.fake.state().calls.len(), calls);
+    assert!(matches!(
+        svc.create(env.request("a")).await,
+        Err(ServiceError::AlreadyExists(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_checkpoint_keeps_the_actor_running_and_registers_nothing() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    env.fake.state().fail.insert("checkpoint", false);
+    let err = svc.suspend("a").await.unwrap_err();
+    assert!(
+        err.to_string().contains("checkpoint failed on purpose"),
+        "{err}"
+    );
+    let a = svc.get("a").unwrap();
+    assert_eq!(a.status, ActorStatus::Running);
+    assert!(a.status_message.contains("suspend failed"));
+    assert!(a.snapshots.is_empty());
+    assert!(
+        env.snapshots().entries("a").unwrap().is_empty(),
+        "temp dir left"
+    );
+    // It can be suspended later.
+    assert_eq!(
+        svc.suspend("a").await.unwrap().status,
+        ActorStatus::Suspended
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_kills_the_sandbox_leaves_the_actor_failed() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    env.fake.state().fail.insert("checkpoint", true);
+    svc.suspend("a").await.unwrap_err();
+    let a = svc.get("a").unwrap();
+    assert_eq!(a.status, ActorStatus::Failed);
+    assert!(
+        a.status_message.contains("sandbox is gone"),
+        "{}",
+        a.status_message
+    );
+    assert!(env.snapshots().entries("a").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_restore_leaves_the_actor_suspended_with_its_snapshot() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    svc.suspend("a").await.unwrap();
+    env.fake.state().fail.insert("restore", false);
+    svc.resume("a").await.unwrap_err();
+    let a = svc.get("a").unwrap();
+    assert_eq!(a.status, ActorStatus::Suspended);
+    assert_eq!(a.snapshots.len(), 1);
+    assert!(env.fake.running().is_empty(), "half-made container left");
+    assert_eq!(svc.resume("a").await.unwrap().status, ActorStatus::Running);
+}
+
+#[tokio::test]
+async fn resume_refuses_a_snapshot_of_another_runsc_before_touching_anything() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    svc.suspend("a").await.unwrap();
+    env.fake.state().version = "fake-2".into();
+    // (The suspended sandbox's runsc state is removed in the background.)
+    let steps = |f: &Fake| {
+        f.state()
+            .calls
+            .iter()
+            .filter(|c| !c.starts_with("delete"))
+            .count()
+    };
+    let calls = steps(&env.fake);
+    let err = svc.resume("a").await.unwrap_err();
+    assert!(matches!(err, ServiceError::RuntimeMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("fake-1") && msg.contains("fake-2"), "{msg}");
+    assert_eq!(svc.get("a").unwrap().status, ActorStatus::Suspended);
+    assert_eq!(steps(&env.fake), calls);
+}
+
+#[tokio::test]
+async fn runtime_missing_is_unavailable_and_changes_nothing() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    env.fake.state().available = false;
+    let before = svc.get("a").unwrap();
+    for res in [svc.suspend("a").await, svc.stop("a").await] {
+        assert!(matches!(res, Err(ServiceError::Unavailable(_))), "{res:?}");
+    }
+    assert!(matches!(
+        svc.create(env.request("b")).await,
+        Err(ServiceError::Unavailable(_))
+    ));
+    assert_eq!(svc.get("a").unwrap(), before);
+    assert!(matches!(svc.get("b"), Err(ServiceError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn exits_become_stopped_or_failed_with_the_code() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("ok")).await.unwrap();
+    svc.create(env.request("bad")).await.unwrap();
+    env.fake.exit("ok_1", 0);
+    env.fake.exit("bad_1", 3);
+    for _ in 0..100 {
+        let done = svc.get("ok").unwrap().status == ActorStatus::Stopped
+            && svc.get("bad").unwrap().status == ActorStatus::Failed;
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(svc.get("ok").unwrap().exit_code, Some(0));
+    assert_eq!(svc.get("ok").unwrap().status, ActorStatus::Stopped);
+    assert_eq!(svc.get("bad").unwrap().exit_code, Some(3));
+    assert_eq!(svc.get("bad").unwrap().status, ActorStatus::Failed);
+}
+
+/// Crash recovery decides each case from what runsc and the disk show.
+#[tokio::test]
+async fn recovery_resolves_every_interrupted_step() {
+    use ActorStatus::*;
+    let env = Env::new();
+    let store = env.store();
+    let snaps = env.snapshots();
+    let running = |c: &str| env.fake.state().containers.insert(c.to_string(), true);
+
+    // Sandbox alive: adopted whatever was in flight.
+    store
+        .save(&env.record("run-alive", Running, Some("run-alive_1")), None)
+        .await
+        .unwrap();
+    running("run-alive_1");
+    store
+        .save(
+            &env.record("start-alive", Starting, Some("start-alive_1")),
+            None,
+        )
+        .await
+        .unwrap();
+    running("start-alive_1");
+    let mut r = env.record("susp-alive", Suspending, Some("susp-alive_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    running("susp-alive_1");
+    let tmp = snaps.begin("susp-alive", "snap-000001").unwrap();
+    std::fs::write(tmp.dir.join("checkpoint.img"), b"x").unwrap();
+    store
+        .save(
+            &env.record("res-alive", Resuming, Some("res-alive_1")),
+            None,
+        )
+        .await
+        .unwrap();
+    running("res-alive_1");
+
+    // Sandbox gone.
+    store
+        .save(&env.record("run-lost", Running, Some("run-lost_1")), None)
+        .await
+        .unwrap();
+    let mut r = env.record("stopping", Running, Some("stopping_1"));
+    r.pending = Some(PendingOp::Stop);
+    store.save(&r, None).await.unwrap();
+    store
+        .save(
+            &env.record("start-lost", Starting, Some("start-lost_1")),
+            None,
+        )
+        .await
+        .unwrap();
+    // Suspend committed to disk but not to sled.
+    let mut r = env.record("susp-committed", Suspending, Some("susp-committed_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    let p = snaps.begin("susp-committed", "snap-000001").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"image").unwrap();
+    snaps
+        .commit(&p, "h".into(), "fake-1".into(), now_rfc3339())
+        .unwrap();
+    // Checkpoint written, not committed: revived from the image.
+    let mut r = env.record("susp-uncommitted", Suspending, Some("susp-uncommitted_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    let p = snaps.begin("susp-uncommitted", "snap-000001").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"image").unwrap();
+    // Nothing written at all.
+    let mut r = env.record("susp-nothing", Suspending, Some("susp-nothing_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    // Resume interrupted: back to SUSPENDED with its snapshot.
+    let mut r = env.record("res-lost", Resuming, Some("res-lost_2"));
+    let p = snaps.begin("res-lost", "snap-000001").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"image").unwrap();
+    let c = snaps
+        .commit(&p, "h".into(), "fake-1".into(), now_rfc3339())
+        .unwrap();
+    r.snapshots.push(SnapshotRecord {
+        id: c.id,
+        created_at: now_rfc3339(),
+        size_bytes: c.size_bytes,
+        runsc_version: "fake-1".into(),
+    });
+    store.save(&r, None).await.unwrap();
+
+    // Leftovers: a container and directories nobody owns.
+    running("stranger_1");
+    std::fs::create_dir_all(env.dir.path().join("bundles/ghost")).unwrap();
+    std::fs::create_dir_all(env.dir.path().join("snapshots/ghost/snap-000001")).unwrap();
+
+    let svc = env.service(store);
+    let report = svc.reconcile().await.unwrap();
+    let status = |id: &str| svc.get(id).unwrap().status;
+    assert_eq!(status("run-alive"), Running);
+    assert_eq!(status("start-alive"), Running);
+    assert_eq!(status("susp-alive"), Running);
+    assert!(
+        snaps.entries("susp-alive").unwrap().is_empty(),
+        "temp dir left"
+    );
+    assert_eq!(status("res-alive"), Running);
+    assert_eq!(status("run-lost"), Failed);
+    assert!(svc.get("run-lost").unwrap().status_message.contains("lost"));
+    assert_eq!(status("stopping"), Stopped);
+    assert_eq!(status("start-lost"), Failed);
+    assert_eq!(status("susp-committed"), Suspended);
+    assert_eq!(svc.get("susp-committed").unwrap().snapshots.len(), 1);
+    assert_eq!(status("susp-uncommitted"), Running);
+    assert!(snaps.entries("susp-uncommitted").unwrap().is_empty());
+    assert_eq!(status("susp-nothing"), Failed);
+    assert_eq!(status("res-lost"), Suspended);
+    assert_eq!(svc.get("res-lost").unwrap().snapshots.len(), 1);
+
+    assert_eq!(report.removed_containers, ["stranger_1"]);
+    assert!(!env.dir.path().join("bundles/ghost").exists());
+    assert!(!env.dir.path().join("snapshots/ghost").exists());
+    let mut adopted = report.adopted.clone();
+    adopted.sort();
+    assert_eq!(
+        adopted,
+        [
+            "res-alive",
+            "run-alive",
+            "start-alive",
+            "susp-alive",
+            "susp-uncommitted"
+        ]
+    );
+    // Every change was logged as an event from recovery.
+    let events = svc.events_since(0, 1000).unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.actor_id == "run-lost" && e.to == Some(Failed) && e.reason == "recovery"));
+}

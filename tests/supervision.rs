@@ -1,0 +1,216 @@
+//! Exit detection and live restore (DESIGN §7): an actor whose process ends
+//! is recorded STOPPED or FAILED; stopping or killing the daemon leaves
+//! actors running, and a restarted daemon adopts them and cleans up.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use atelet_api::ActorStatus;
+use atelet_e2e::{actor_request, numbers, Daemon, COUNTER};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn kill_pid(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+fn running_containers(d: &Daemon) -> Vec<String> {
+    d.runsc_containers()
+        .into_iter()
+        .filter(|(_, s)| s == "running")
+        .map(|(id, _)| id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exits_are_recorded_with_their_code() {
+    let d = Daemon::start();
+    d.create(&actor_request("ok", "echo bye; exit 0")).await;
+    d.create(&actor_request("bad", "exit 3")).await;
+    d.create(&actor_request("killed", "sleep 100000")).await;
+
+    let ok = d.wait_status("ok", ActorStatus::Stopped, WAIT).await;
+    assert_eq!(ok.exit_code, Some(0));
+    assert!(ok.sandbox.is_none());
+    assert!(
+        ok.status_message.contains("exited with status 0"),
+        "{}",
+        ok.status_message
+    );
+
+    let bad = d.wait_status("bad", ActorStatus::Failed, WAIT).await;
+    assert_eq!(bad.exit_code, Some(3));
+    assert!(
+        bad.status_message.contains("exited with status 3"),
+        "{}",
+        bad.status_message
+    );
+
+    let pid = d.client.get("killed").await.unwrap().sandbox.unwrap().pid;
+    kill_pid(pid);
+    let killed = d.wait_status("killed", ActorStatus::Failed, WAIT).await;
+    assert_eq!(killed.exit_code, Some(137));
+
+    // Each exit is an event, and the sandboxes' runsc state is cleaned up.
+    let events = d.client.events_since(0).await.unwrap();
+    for (id, to) in [
+        ("ok", ActorStatus::Stopped),
+        ("bad", ActorStatus::Failed),
+        ("killed", ActorStatus::Failed),
+    ] {
+        assert!(
+            events.iter().any(|e| e.actor_id == id
+                && e.from == Some(ActorStatus::Running)
+                && e.to == Some(to)
+                && e.reason == "exited"),
+            "no exit event for {id}: {events:?}"
+        );
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while !d.runsc_containers().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            d.runsc_containers()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A failed actor can be started again.
+    let again = d.client.act("bad", "start").await.unwrap();
+    assert_eq!(again.status, ActorStatus::Running);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_the_daemon_leaves_actors_running_and_a_restart_adopts_them() {
+    let mut d = Daemon::start();
+    d.create(&actor_request("keep", COUNTER)).await;
+    d.create(&actor_request("lost", "sleep 100000")).await;
+    d.create(&actor_request("parked", COUNTER)).await;
+    d.wait_log("parked", WAIT, |l| numbers(l).len() >= 3).await;
+    d.client.act("parked", "suspend").await.unwrap();
+    let lost_pid = d.client.get("lost").await.unwrap().sandbox.unwrap().pid;
+    let keep_pid = d.client.get("keep").await.unwrap().sandbox.unwrap().pid;
+
+    // SIGTERM: a clean stop. Sandboxes keep running.
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit: {status}");
+    let running = running_containers(&d);
+    assert_eq!(running.len(), 2, "{running:?}");
+
+    // While it is down: one sandbox dies, a half-written snapshot appears,
+    // and a sandbox nobody knows starts under the daemon's runsc root.
+    kill_pid(lost_pid);
+    let half = d.state.join("snapshots/parked/.tmp-snap-000099");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("checkpoint.img"), b"partial").unwrap();
+    let stray = Command::new("runsc")
+        .arg(format!("--root={}", d.state.join("runsc").display()))
+        .args([
+            "--platform=ptrace",
+            "--network=none",
+            "--overlay2=root:memory",
+            "run",
+            "--detach",
+            "--bundle",
+        ])
+        .arg(d.state.join("bundles/keep"))
+        .arg("stray-1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(stray.success());
+    assert!(running_containers(&d).contains(&"stray-1".to_string()));
+
+    d.restart();
+    let keep = d.client.get("keep").await.unwrap();
+    assert_eq!(keep.status, ActorStatus::Running);
+    assert_eq!(
+        keep.sandbox.as_ref().unwrap().pid,
+        keep_pid,
+        "the same sandbox, adopted"
+    );
+    let lost = d.client.get("lost").await.unwrap();
+    assert_eq!(lost.status, ActorStatus::Failed);
+    assert!(
+        lost.status_message.contains("lost"),
+        "{}",
+        lost.status_message
+    );
+    assert_eq!(
+        d.client.get("parked").await.unwrap().status,
+        ActorStatus::Suspended
+    );
+    assert!(!half.exists(), "half-written snapshot left behind");
+    assert!(d
+        .log()
+        .contains("removing a runsc container with no actor record"));
+    let deadline = std::time::Instant::now() + WAIT;
+    while running_containers(&d).contains(&"stray-1".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stray sandbox not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The adopted counter goes on; the parked one resumes.
+    let before = numbers(&d.logs("keep").await).len();
+    d.wait_log("keep", WAIT, |l| numbers(l).len() > before + 3)
+        .await;
+    d.client.act("parked", "resume").await.unwrap();
+
+    // kill -9 this time: still nothing is lost.
+    d.create(&actor_request("later", "sleep 4; exit 5")).await;
+    d.kill9();
+    assert_eq!(
+        running_containers(&d).len(),
+        3,
+        "{:?}",
+        d.runsc_containers()
+    );
+    d.restart();
+    assert_eq!(
+        d.client.get("keep").await.unwrap().status,
+        ActorStatus::Running
+    );
+    assert_eq!(
+        d.client.get("parked").await.unwrap().status,
+        ActorStatus::Running
+    );
+
+    // An adopted sandbox that exits is noticed too, with its code.
+    let later = d.wait_status("later", ActorStatus::Failed, WAIT).await;
+    assert_eq!(later.exit_code, Some(5), "{}", later.status_message);
+
+    // And an adopted one can be suspended and resumed.
+    d.client.act("keep", "suspend").await.unwrap();
+    d.client.act("keep", "resume").await.unwrap();
+    let log = d
+        .wait_log("keep", WAIT, |l| numbers(l).len() > before + 6)
+        .await;
+    atelet_e2e::assert_consecutive(&numbers(&log));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_sequence_survives_a_restart_and_since_replays_what_was_missed() {
+    let mut d = Daemon::start();
+    d.create(&actor_request("ev", "sleep 100000")).await;
+    let first = d.client.events_since(0).await.unwrap();
+    let last = first.last().unwrap().seq;
+    d.kill9();
+    d.restart();
+    d.client.act("ev", "stop").await.unwrap();
+    let missed = d.client.events_since(last).await.unwrap();
+    assert!(!missed.is_empty());
+    assert!(missed.iter().all(|e| e.seq > last));
+    assert_eq!(missed.last().unwrap().to, Some(ActorStatus::Stopped));
+    let all = d.client.events_since(0).await.unwrap();
+    assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1), "{all:?}");
+}
