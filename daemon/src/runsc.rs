@@ -255,17 +255,7 @@ impl Runsc {
     /// Runs a short runsc command and captures its output.
     async fn output(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
         let container = args.last().copied().unwrap_or("");
-        let t0 = std::time::Instant::now();
-        tracing::debug!(op, container, "runsc begin");
-        let res = self.output_inner(op, args).await;
-        tracing::debug!(
-            op,
-            container,
-            ok = res.is_ok(),
-            duration_ms = t0.elapsed().as_secs_f64() * 1000.0,
-            "runsc end"
-        );
-        res
+        logged(op, container, self.output_inner(op, args)).await
     }
 
     async fn output_inner(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
@@ -347,18 +337,7 @@ impl Runsc {
         spec: &LaunchSpec,
         extra: &[&str],
     ) -> Result<Launched, RuntimeError> {
-        let container = spec.container_id.as_str();
-        let t0 = std::time::Instant::now();
-        tracing::debug!(op, container, "runsc begin");
-        let res = self.launch_inner(op, spec, extra).await;
-        tracing::debug!(
-            op,
-            container,
-            ok = res.is_ok(),
-            duration_ms = t0.elapsed().as_secs_f64() * 1000.0,
-            "runsc end"
-        );
-        res
+        logged(op, &spec.container_id, self.launch_inner(op, spec, extra)).await
     }
 
     async fn launch_inner(
@@ -648,6 +627,26 @@ async fn wait_adopted(reaper: &Reaper, cmd: &mut Command, pid: i32) -> ExitOutco
         },
         Err(_) => lost("its exit status is unavailable".to_string()),
     }
+}
+
+/// Logs the beginning and the end of a runsc step (tests check from these
+/// lines that one actor's steps never overlap).
+async fn logged<T>(
+    op: &'static str,
+    container: &str,
+    step: impl std::future::Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    let t0 = std::time::Instant::now();
+    tracing::debug!(op, container, "runsc begin");
+    let res = step.await;
+    tracing::debug!(
+        op,
+        container,
+        ok = res.is_ok(),
+        duration_ms = t0.elapsed().as_secs_f64() * 1000.0,
+        "runsc end"
+    );
+    res
 }
 
 /// runsc commands under `root_flag` that change state (not sandboxes,
