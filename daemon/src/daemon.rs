@@ -10,6 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, LogFormat};
+use crate::metrics::Metrics;
 use crate::reaper::Reaper;
 use crate::runsc::{Runsc, RunscConfig, Runtime};
 use crate::service::{ActorService, ServiceConfig};
@@ -68,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     writeln!(lock, "{}", std::process::id())?;
 
     let reaper = Reaper::start().context("becoming the child subreaper")?;
+    let metrics = Metrics::new();
     let store = Store::open(&state.join("db")).context("opening the store")?;
     let runsc_root = state.join("runsc");
     std::fs::create_dir_all(&runsc_root)?;
@@ -81,6 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             timeout: config.runsc_timeout,
         },
         reaper,
+        metrics.clone(),
     );
     let info = runsc.info();
     match &info.version {
@@ -95,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ServiceConfig {
             state_dir: state.clone(),
             snapshot_retention: config.snapshot_retention,
+            metrics,
         },
         store,
         runsc,

@@ -105,6 +105,11 @@ async fn dispatch<R: Runtime>(
         }
         Route::Logs { id, follow } => logs(svc, id, follow).await,
         Route::Events { since, follow } => events(svc, since, follow),
+        Route::Metrics => Ok(with_type(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Full::new(Bytes::from(svc.metrics_text()?)).boxed(),
+        )),
     }
 }
 

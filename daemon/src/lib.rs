@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod error;
 pub mod handlers;
 pub mod images;
+pub mod metrics;
 pub mod reaper;
 pub mod router;
 pub mod runsc;

@@ -44,6 +44,8 @@ pub enum Route {
         /// Keep streaming what is appended.
         follow: bool,
     },
+    /// `GET /metrics`.
+    Metrics,
     /// `GET /v1/events[?since=N][&follow=false]`.
     Events {
         /// Replay events after this sequence number first.
@@ -66,6 +68,15 @@ impl Route {
 /// Parses a request line into a route.
 pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiError> {
     let params = Query::parse(query)?;
+    if path == "/metrics" {
+        return match *method {
+            Method::GET => params.only(&[], Route::Metrics),
+            _ => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no route for {method} {path}"),
+            )),
+        };
+    }
     let segments: Vec<&str> = path
         .strip_prefix("/v1/")
         .map(|p| p.trim_end_matches('/').split('/').collect())
@@ -184,6 +195,7 @@ mod tests {
     #[test]
     fn the_table() {
         assert_eq!(r(Method::GET, "/v1/healthz", None), Ok(Route::Healthz));
+        assert_eq!(r(Method::GET, "/metrics", None), Ok(Route::Metrics));
         assert_eq!(r(Method::POST, "/v1/actors", None), Ok(Route::CreateActor));
         assert_eq!(
             r(Method::GET, "/v1/actors", Some("status=RUNNING")),

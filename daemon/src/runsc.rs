@@ -9,13 +9,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
+use crate::metrics::{Metrics, OpLabels};
 use crate::reaper::{is_our_child, ExitStatus, Reaper};
 
 /// Errors of the runtime layer.
@@ -202,6 +203,7 @@ pub trait Runtime: Send + Sync + 'static {
 pub struct Runsc {
     config: RunscConfig,
     reaper: Reaper,
+    metrics: Arc<Metrics>,
     /// (path, mtime, version) of the last binary probed.
     version_cache: Mutex<Option<(PathBuf, SystemTime, String)>>,
 }
@@ -211,10 +213,11 @@ const OUTPUT_TAIL: usize = 2048;
 
 impl Runsc {
     /// A driver for `config`; nothing is run yet.
-    pub fn new(config: RunscConfig, reaper: Reaper) -> Runsc {
+    pub fn new(config: RunscConfig, reaper: Reaper, metrics: Arc<Metrics>) -> Runsc {
         Runsc {
             config,
             reaper,
+            metrics,
             version_cache: Mutex::new(None),
         }
     }
@@ -252,10 +255,41 @@ impl Runsc {
         cmd
     }
 
+    /// Logs the beginning and the end of a runsc step (tests check from
+    /// these lines that one actor's steps never overlap) and counts failures.
+    async fn logged<T>(
+        &self,
+        op: &'static str,
+        container: &str,
+        step: impl std::future::Future<Output = Result<T, RuntimeError>>,
+    ) -> Result<T, RuntimeError> {
+        let t0 = std::time::Instant::now();
+        tracing::debug!(op, container, "runsc begin");
+        let res = step.await;
+        tracing::debug!(
+            op,
+            container,
+            ok = res.is_ok(),
+            duration_ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "runsc end"
+        );
+        if let Err(
+            RuntimeError::Failed { .. } | RuntimeError::Timeout { .. } | RuntimeError::Spawn { .. },
+        ) = &res
+        {
+            self.metrics
+                .runsc_failures
+                .get_or_create(&OpLabels { op })
+                .inc();
+        }
+        res
+    }
+
     /// Runs a short runsc command and captures its output.
     async fn output(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
         let container = args.last().copied().unwrap_or("");
-        logged(op, container, self.output_inner(op, args)).await
+        self.logged(op, container, self.output_inner(op, args))
+            .await
     }
 
     async fn output_inner(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
@@ -337,7 +371,8 @@ impl Runsc {
         spec: &LaunchSpec,
         extra: &[&str],
     ) -> Result<Launched, RuntimeError> {
-        logged(op, &spec.container_id, self.launch_inner(op, spec, extra)).await
+        self.logged(op, &spec.container_id, self.launch_inner(op, spec, extra))
+            .await
     }
 
     async fn launch_inner(
@@ -627,26 +662,6 @@ async fn wait_adopted(reaper: &Reaper, cmd: &mut Command, pid: i32) -> ExitOutco
         },
         Err(_) => lost("its exit status is unavailable".to_string()),
     }
-}
-
-/// Logs the beginning and the end of a runsc step (tests check from these
-/// lines that one actor's steps never overlap).
-async fn logged<T>(
-    op: &'static str,
-    container: &str,
-    step: impl std::future::Future<Output = Result<T, RuntimeError>>,
-) -> Result<T, RuntimeError> {
-    let t0 = std::time::Instant::now();
-    tracing::debug!(op, container, "runsc begin");
-    let res = step.await;
-    tracing::debug!(
-        op,
-        container,
-        ok = res.is_ok(),
-        duration_ms = t0.elapsed().as_secs_f64() * 1000.0,
-        "runsc end"
-    );
-    res
 }
 
 /// runsc commands under `root_flag` that change state (not sandboxes,

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, oneshot, Mutex, OwnedMutexGuard, RwLock};
 
 use crate::bundle::{remove_dir_if_exists, BundleBuilder, BundleError, BundleInput};
 use crate::images::{ImageError, ImageStore, ResolvedImage};
+use crate::metrics::{Metrics, StatusLabels};
 use crate::runsc::{ExitOutcome, LaunchSpec, Runtime, RuntimeError};
 use crate::snapshots::{sha256_hex, SnapshotError, SnapshotStore, TMP_PREFIX};
 use crate::store::{
@@ -124,6 +125,8 @@ pub struct ServiceConfig {
     pub state_dir: PathBuf,
     /// Snapshots kept per actor (the newest); 0 keeps all.
     pub snapshot_retention: usize,
+    /// Where operations are counted and timed.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A new incarnation to launch: see [`ActorService::launch`].
@@ -194,6 +197,7 @@ pub struct ActorService<R: Runtime> {
     draining: AtomicBool,
     /// Bytes promised to checkpoints in flight (see `reserve_snapshot_space`).
     reserved_space: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 /// Below this much free space a suspend measures the sandbox first.
@@ -253,6 +257,7 @@ impl<R: Runtime> ActorService<R> {
             gate: RwLock::new(()),
             draining: AtomicBool::new(false),
             reserved_space: Arc::new(AtomicU64::new(0)),
+            metrics: config.metrics,
         }))
     }
 
@@ -384,6 +389,10 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors`.
     pub async fn create(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
+        self.measured("create", self.create_inner(req)).await
+    }
+
+    async fn create_inner(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
         validate_create(&req)?;
         if req.spec.containers.len() > 1 {
             return Err(ServiceError::NotSupported(
@@ -422,6 +431,10 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/start`.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        self.measured("start", self.start_inner(id)).await
+    }
+
+    async fn start_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let _op = self.begin_op()?;
         validate_actor_id(id)?;
         let _guard = self.locks.lock(id).await;
@@ -509,6 +522,10 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/suspend`.
     pub async fn suspend(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        self.measured("suspend", self.suspend_inner(id)).await
+    }
+
+    async fn suspend_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let _op = self.begin_op()?;
         validate_actor_id(id)?;
         let t0 = Instant::now();
@@ -609,6 +626,9 @@ impl<R: Runtime> ActorService<R> {
                 return Err(err);
             }
         };
+        self.metrics
+            .snapshot_bytes_written
+            .inc_by(committed.size_bytes);
         rec.snapshots.push(SnapshotRecord {
             id: committed.id.clone(),
             created_at,
@@ -722,6 +742,10 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/resume`.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        self.measured("resume", self.resume_inner(id)).await
+    }
+
+    async fn resume_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let _op = self.begin_op()?;
         validate_actor_id(id)?;
         let t0 = Instant::now();
@@ -788,6 +812,10 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/stop`.
     pub async fn stop(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        self.measured("stop", self.stop_inner(id)).await
+    }
+
+    async fn stop_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let _op = self.begin_op()?;
         validate_actor_id(id)?;
         let _guard = self.locks.lock(id).await;
@@ -821,6 +849,10 @@ impl<R: Runtime> ActorService<R> {
 
     /// `DELETE /v1/actors/{id}`.
     pub async fn delete(&self, id: &str) -> Result<()> {
+        self.measured("delete", self.delete_inner(id)).await
+    }
+
+    async fn delete_inner(&self, id: &str) -> Result<()> {
         let _op = self.begin_op()?;
         validate_actor_id(id)?;
         let _guard = self.locks.lock(id).await;
@@ -879,6 +911,41 @@ impl<R: Runtime> ActorService<R> {
     }
 
     // ---- helpers ------------------------------------------------------------
+
+    /// Counts and times one lifecycle operation.
+    async fn measured<T>(
+        &self,
+        op: &'static str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let t0 = Instant::now();
+        let res = work.await;
+        self.metrics.observe(op, t0.elapsed(), res.is_ok());
+        res
+    }
+
+    /// `GET /metrics`: the gauges are read from the store, then everything
+    /// is encoded.
+    pub fn metrics_text(&self) -> Result<String> {
+        let mut counts: HashMap<ActorStatus, i64> = HashMap::new();
+        let mut snapshot_bytes = 0u64;
+        for r in self.store.list()? {
+            *counts.entry(r.status).or_default() += 1;
+            snapshot_bytes += r.snapshots.iter().map(|s| s.size_bytes).sum::<u64>();
+        }
+        for status in ActorStatus::ALL {
+            self.metrics
+                .actors
+                .get_or_create(&StatusLabels {
+                    status: status.as_str(),
+                })
+                .set(counts.get(&status).copied().unwrap_or(0));
+        }
+        self.metrics.snapshot_bytes.set(snapshot_bytes as i64);
+        self.metrics
+            .encode()
+            .map_err(|e| ServiceError::Internal(format!("encoding metrics: {e}")))
+    }
 
     fn launch_spec(&self, id: &str, cid: &str, bundle: PathBuf) -> LaunchSpec {
         LaunchSpec {

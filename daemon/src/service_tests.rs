@@ -198,6 +198,7 @@ impl Env {
             ServiceConfig {
                 state_dir: self.dir.path().to_path_buf(),
                 snapshot_retention: 0,
+                metrics: crate::metrics::Metrics::new(),
             },
             store,
             self.fake.clone(),
