@@ -9,7 +9,10 @@ use hyper::Method;
 async fn scrape(d: &Daemon) -> BTreeMap<String, f64> {
     let resp = d.client.raw(Method::GET, "/metrics", None).await.unwrap();
     assert_eq!(resp.status, 200);
-    assert!(resp.content_type.unwrap().starts_with("application/openmetrics-text"));
+    assert!(resp
+        .content_type
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     let text = String::from_utf8(resp.body.to_vec()).unwrap();
     assert!(text.ends_with("# EOF\n"));
     text.lines()
@@ -29,7 +32,13 @@ async fn suspend_and_resume_move_the_counters() {
     d.create(&actor_request("m1", "sleep 100000")).await;
     let before = scrape(&d).await;
     assert_eq!(get(&before, r#"atelet_actors{status="RUNNING"}"#), 1.0);
-    assert_eq!(get(&before, r#"atelet_operations_total{op="create",result="ok"}"#), 1.0);
+    assert_eq!(
+        get(
+            &before,
+            r#"atelet_operations_total{op="create",result="ok"}"#
+        ),
+        1.0
+    );
 
     d.client.act("m1", "suspend").await.unwrap();
     let mid = scrape(&d).await;
@@ -49,6 +58,12 @@ async fn suspend_and_resume_move_the_counters() {
         let sum = format!(r#"atelet_operation_duration_seconds_sum{{op="{op}"}}"#);
         assert!(get(&after, &sum) > 0.0, "{op}");
     }
-    assert_eq!(get(&after, r#"atelet_operations_total{op="resume",result="error"}"#), 1.0);
+    assert_eq!(
+        get(
+            &after,
+            r#"atelet_operations_total{op="resume",result="error"}"#
+        ),
+        1.0
+    );
     assert_eq!(get(&after, r#"atelet_actors{status="RUNNING"}"#), 1.0);
 }

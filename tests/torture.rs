@@ -66,9 +66,7 @@ fn verify_snapshots(d: &Daemon, a: &Actor) {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_nine_at_any_point_loses_nothing() {
     let t0 = Instant::now();
-    let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), "snapshot_retention = 0\n").unwrap();
-    let mut d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]);
+    let mut d = Daemon::start_with_config("snapshot_retention = 0\n", &[]);
     let mut rng = Lcg(0x5eed);
 
     let mut ids: Vec<String> = (0..ACTORS).map(|i| format!("t{i}")).collect();

@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+
+use crate::access::{AccessConfig, AccessPolicy};
+use crate::policy::{AdmissionPolicy, PolicyConfig};
+use crate::server::Limits;
 use serde::Deserialize;
 
 /// Command line of `atelet`.
@@ -59,6 +63,29 @@ pub struct FileConfig {
     /// runsc settings.
     #[serde(default)]
     pub runsc: RunscFileConfig,
+    /// Who may use the socket.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// Limits on connections and requests.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// What a spec may ask of this node.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// `[limits]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's headers.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a client may take to send a request body.
+    pub body_read_timeout_secs: Option<u64>,
+    /// Bytes of request head (line and headers) accepted; at least 8192.
+    pub max_header_bytes: Option<usize>,
 }
 
 /// `[runsc]` in the config file.
@@ -100,6 +127,12 @@ pub struct Config {
     pub snapshot_retention: usize,
     /// Log format; `None` picks by whether stderr is a terminal.
     pub log_format: Option<LogFormat>,
+    /// Who may use the socket.
+    pub access: AccessPolicy,
+    /// Connection and request limits.
+    pub limits: Limits,
+    /// The admission policy.
+    pub policy: AdmissionPolicy,
 }
 
 /// Built-in defaults.
@@ -121,8 +154,30 @@ impl Config {
                 .ok_or_else(|| format!("socket_mode {m:?} is not an octal file mode"))?,
             None => 0o660,
         };
+        let access = AccessPolicy::from_config(&file.access).map_err(|e| format!("access: {e}"))?;
+        let policy = AdmissionPolicy::from_config(&file.policy)?;
+        let l = &file.limits;
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_connections: l.max_connections.unwrap_or(defaults.max_connections).max(1),
+            header_read_timeout: l
+                .header_read_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.header_read_timeout),
+            body_read_timeout: l
+                .body_read_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.body_read_timeout),
+            max_header_bytes: l
+                .max_header_bytes
+                .unwrap_or(defaults.max_header_bytes)
+                .max(8192),
+        };
         let r = file.runsc;
         Ok(Config {
+            access,
+            limits,
+            policy,
             socket: flags
                 .socket
                 .clone()

@@ -99,6 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             state_dir: state.clone(),
             snapshot_retention: config.snapshot_retention,
             metrics,
+            policy: config.policy.clone(),
         },
         store,
         runsc,
@@ -113,8 +114,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "recovered state"
     );
 
-    let listener = crate::server::bind(&config.socket, config.socket_mode)
-        .with_context(|| format!("binding {}", config.socket.display()))?;
+    let listener =
+        crate::server::bind(&config.socket, config.socket_mode, config.access.socket_gid)
+            .with_context(|| format!("binding {}", config.socket.display()))?;
     tracing::info!(socket = %config.socket.display(), state_dir = %state.display(), "serving");
 
     let mut term = signal(SignalKind::terminate())?;
@@ -125,7 +127,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = int.recv() => {}
         }
     };
-    crate::server::serve(listener, svc.clone(), shutdown).await;
+    crate::server::serve(
+        listener,
+        svc.clone(),
+        std::sync::Arc::new(config.access.clone()),
+        config.limits,
+        shutdown,
+    )
+    .await;
 
     tracing::info!("shutting down; sandboxes keep running");
     if !svc.drain(DRAIN_TIMEOUT).await {

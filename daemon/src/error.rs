@@ -43,6 +43,7 @@ pub fn error_code(e: &ServiceError) -> ErrorCode {
         ServiceError::Image(ImageError::Invalid { .. } | ImageError::Unsupported(_)) => {
             ErrorCode::InvalidArgument
         }
+        ServiceError::Forbidden(_) => ErrorCode::Unauthorized,
         ServiceError::NotFound(_) => ErrorCode::NotFound,
         ServiceError::AlreadyExists(_)
         | ServiceError::Transition { .. }
@@ -80,6 +81,13 @@ mod tests {
                     message: "missing".into(),
                 }),
                 400,
+            ),
+            (
+                ServiceError::Forbidden(crate::policy::PolicyViolation {
+                    rule: "max_actors",
+                    message: "full".into(),
+                }),
+                403,
             ),
             (ServiceError::NotFound("a".into()), 404),
             (ServiceError::AlreadyExists("a".into()), 409),

@@ -18,9 +18,11 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::access::Access;
 use crate::error::ApiError;
 use crate::router::{route, Action, Route};
 use crate::runsc::Runtime;
+use crate::server::Peer;
 use crate::service::ActorService;
 
 /// Largest request body accepted (DESIGN §3).
@@ -28,9 +30,6 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 /// Most bytes of an oversized body read (and dropped) before answering 413.
 pub const DRAIN_LIMIT: usize = 8 * MAX_BODY;
-
-/// How long a client may take to send a request body.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a followed log is checked for growth.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -41,6 +40,7 @@ pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// Serves one request.
 pub async fn handle<R: Runtime>(
     svc: Arc<ActorService<R>>,
+    peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let t0 = Instant::now();
@@ -49,7 +49,10 @@ pub async fn handle<R: Runtime>(
     let parsed = route(&method, &path, req.uri().query());
     let mutation = parsed.as_ref().is_ok_and(Route::is_mutation);
     let response = match parsed {
-        Ok(r) => dispatch(svc, r, req).await,
+        Ok(r) => match authorize(&peer, &r) {
+            Ok(()) => dispatch(svc, r, req, peer.limits.body_read_timeout).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
     .unwrap_or_else(|e| error_response(&e));
@@ -63,15 +66,32 @@ pub async fn handle<R: Runtime>(
     Ok(response)
 }
 
+/// Refuses, before the body is read, what the peer may not do.
+fn authorize(peer: &Peer, route: &Route) -> Result<(), ApiError> {
+    match peer.access {
+        Access::Full => Ok(()),
+        Access::ReadOnly if !route.is_mutation() => Ok(()),
+        Access::ReadOnly => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("uid {} may only read on this socket (a viewer)", peer.uid),
+        )),
+        Access::Denied => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("uid {} is not allowed on this socket", peer.uid),
+        )),
+    }
+}
+
 async fn dispatch<R: Runtime>(
     svc: Arc<ActorService<R>>,
     route: Route,
     req: Request<Incoming>,
+    body_timeout: Duration,
 ) -> Result<Response<ResponseBody>, ApiError> {
     match route {
         Route::Healthz => Ok(json(StatusCode::OK, &svc.health()?)),
         Route::CreateActor => {
-            let body = read_body(req).await?;
+            let body = read_body(req, body_timeout).await?;
             let create: CreateActorRequest = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::new(
                     ErrorCode::InvalidArgument,
@@ -116,7 +136,7 @@ async fn dispatch<R: Runtime>(
 /// Reads a body of at most [`MAX_BODY`] bytes. A larger one is still
 /// drained (up to [`DRAIN_LIMIT`]) before the 413 goes out, so that the
 /// client reads the answer instead of a reset connection.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+async fn read_body(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -160,14 +180,12 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         }
         Ok::<_, ApiError>(())
     };
-    tokio::time::timeout(BODY_READ_TIMEOUT, read)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidArgument,
-                "request body not received in time",
-            )
-        })??;
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            "request body not received in time",
+        )
+    })??;
     if seen > MAX_BODY {
         return Err(too_large());
     }

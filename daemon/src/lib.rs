@@ -5,6 +5,7 @@
 //! [`service`] → {[`store`], [`images`], [`bundle`], [`runsc`], [`snapshots`]}.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod access;
 pub mod bundle;
 pub mod config;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod handlers;
 pub mod images;
 pub mod metrics;
+pub mod policy;
 pub mod reaper;
 pub mod router;
 pub mod runsc;

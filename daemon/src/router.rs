@@ -248,6 +248,18 @@ mod tests {
         assert_eq!(r(Method::GET, "/", None), Err(ErrorCode::NotFound));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_request_line_routes_or_errors_without_panicking(
+            m in 0usize..5,
+            path in "(/v1/|/)?[a-zA-Z0-9/._%-]{0,40}",
+            query in proptest::option::of("[a-z=&0-9%-]{0,30}"),
+        ) {
+            let method = [Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::PATCH][m].clone();
+            let _ = route(&method, &path, query.as_deref());
+        }
+    }
+
     #[test]
     fn bad_query_parameters_are_invalid() {
         assert_eq!(

@@ -11,17 +11,52 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+
+use crate::access::{process_groups, Access, AccessPolicy};
 
 use crate::handlers::handle;
 use crate::runsc::Runtime;
 use crate::service::ActorService;
 
-/// How long a client may take to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limits that keep one client from holding the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time to send a request's headers; a slower client is cut off.
+    pub header_read_timeout: Duration,
+    /// Time to send a request's body.
+    pub body_read_timeout: Duration,
+    /// Bytes of request head accepted (hyper answers 431 beyond).
+    pub max_header_bytes: usize,
+}
 
-/// Binds the API socket at `path` with `mode`, replacing a stale socket
-/// file but refusing one that another process still serves.
-pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// What the handlers know about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// What the peer may do.
+    pub access: Access,
+    /// Its uid (for messages).
+    pub uid: u32,
+    /// The limits in force.
+    pub limits: Limits,
+}
+
+/// Binds the API socket at `path` with `mode` (and group `gid`), replacing
+/// a stale socket file but refusing one that another process still serves.
+pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -35,6 +70,9 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
@@ -44,10 +82,21 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
 pub async fn serve<R: Runtime>(
     listener: UnixListener,
     svc: Arc<ActorService<R>>,
+    access: Arc<AccessPolicy>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // At the connection cap, stop accepting until one ends.
+        let slot = tokio::select! {
+            _ = &mut shutdown => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+        };
         let stream = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
@@ -60,16 +109,38 @@ pub async fn serve<R: Runtime>(
                 }
             },
         };
+        let peer = match stream.peer_cred() {
+            Ok(cred) => {
+                let gids = cred
+                    .pid()
+                    .map(|pid| process_groups(pid, cred.gid()))
+                    .unwrap_or_else(|| vec![cred.gid()]);
+                Peer {
+                    access: access.classify(cred.uid(), &gids),
+                    uid: cred.uid(),
+                    limits,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; refusing the connection");
+                continue;
+            }
+        };
+        if peer.access == Access::Denied {
+            tracing::warn!(uid = peer.uid, "connection from a peer that is not allowed");
+        }
         let svc = svc.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(svc.clone(), req));
+            let service = service_fn(move |req| handle(svc.clone(), peer, req));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
 }

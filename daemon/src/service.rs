@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, oneshot, Mutex, OwnedMutexGuard, RwLock};
 use crate::bundle::{remove_dir_if_exists, BundleBuilder, BundleError, BundleInput};
 use crate::images::{ImageError, ImageStore, ResolvedImage};
 use crate::metrics::{Metrics, StatusLabels};
+use crate::policy::{AdmissionPolicy, PolicyViolation};
 use crate::runsc::{ExitOutcome, LaunchSpec, Runtime, RuntimeError};
 use crate::snapshots::{sha256_hex, SnapshotError, SnapshotStore, TMP_PREFIX};
 use crate::store::{
@@ -65,6 +66,9 @@ pub enum ServiceError {
         /// runsc installed.
         installed: String,
     },
+    /// The node's admission policy refuses the spec.
+    #[error(transparent)]
+    Forbidden(#[from] PolicyViolation),
     /// The request is valid but this daemon cannot do it.
     #[error("{0}")]
     NotSupported(String),
@@ -127,6 +131,8 @@ pub struct ServiceConfig {
     pub snapshot_retention: usize,
     /// Where operations are counted and timed.
     pub metrics: Arc<Metrics>,
+    /// What specs may ask of this node.
+    pub policy: AdmissionPolicy,
 }
 
 /// A new incarnation to launch: see [`ActorService::launch`].
@@ -198,6 +204,7 @@ pub struct ActorService<R: Runtime> {
     /// Bytes promised to checkpoints in flight (see `reserve_snapshot_space`).
     reserved_space: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    policy: AdmissionPolicy,
 }
 
 /// Below this much free space a suspend measures the sandbox first.
@@ -258,6 +265,7 @@ impl<R: Runtime> ActorService<R> {
             draining: AtomicBool::new(false),
             reserved_space: Arc::new(AtomicU64::new(0)),
             metrics: config.metrics,
+            policy: config.policy,
         }))
     }
 
@@ -420,6 +428,7 @@ impl<R: Runtime> ActorService<R> {
         if self.store.contains(&req.id)? {
             return Err(ServiceError::AlreadyExists(req.id));
         }
+        self.policy.check(&req, self.store.len())?;
         let mut rec = ActorRecord::new(req.id, req.template, req.spec, now_rfc3339());
         self.store.insert_new(&rec, "created").await?;
         tracing::info!(actor = %rec.id, op = "create", "actor created");

@@ -199,6 +199,11 @@ impl Env {
                 state_dir: self.dir.path().to_path_buf(),
                 snapshot_retention: 0,
                 metrics: crate::metrics::Metrics::new(),
+                policy: crate::policy::AdmissionPolicy::from_config(&crate::policy::PolicyConfig {
+                    image_dirs: Some(vec!["/".into()]),
+                    ..Default::default()
+                })
+                .unwrap(),
             },
             store,
             self.fake.clone(),

@@ -128,11 +128,19 @@ impl SnapshotStore {
 
     /// Creates a fresh temporary directory for a checkpoint.
     pub fn begin(&self, actor_id: &str, snapshot_id: &str) -> Result<Pending, SnapshotError> {
+        use std::os::unix::fs::DirBuilderExt;
         let parent = self.actor_dir(actor_id);
-        std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&parent)
+            .map_err(io_err(&parent))?;
         let dir = parent.join(format!("{TMP_PREFIX}{snapshot_id}"));
         remove_dir_if_exists(&dir).map_err(io_err(&dir))?;
-        std::fs::create_dir(&dir).map_err(io_err(&dir))?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err(&dir))?;
         Ok(Pending {
             dir,
             actor_id: actor_id.to_string(),
@@ -186,7 +194,16 @@ impl SnapshotStore {
             detail: e.to_string(),
         })?;
         let mpath = pending.dir.join(MANIFEST);
-        let mut f = File::create(&mpath).map_err(io_err(&mpath))?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&mpath)
+                .map_err(io_err(&mpath))?
+        };
         f.write_all(&bytes).map_err(io_err(&mpath))?;
         f.sync_all().map_err(io_err(&mpath))?;
         sync_dir(&pending.dir)?;
@@ -303,8 +320,13 @@ fn hash_reader(f: &mut File, path: &Path) -> Result<(u64, String), SnapshotError
     Ok((size, hex(&hasher.finalize())))
 }
 
+/// Hashes a file, makes it private (0600: a snapshot holds the actor's
+/// whole memory) and fsyncs it.
 fn hash_and_sync(path: &Path) -> Result<(u64, String), SnapshotError> {
+    use std::os::unix::fs::PermissionsExt;
     let mut f = File::open(path).map_err(io_err(path))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(path))?;
     let res = hash_reader(&mut f, path)?;
     f.sync_all().map_err(io_err(path))?;
     Ok(res)
@@ -346,6 +368,14 @@ mod tests {
         assert_eq!(m.files[0].size, 11);
         assert_eq!(m.files[0].sha256, sha256_hex(b"image bytes"));
         store.verify(&m, true).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let dir = store.dir("a", "snap-000001");
+        for f in ["checkpoint.img", "manifest.json"] {
+            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
         std::fs::write(
             store.dir("a", "snap-000001").join("checkpoint.img"),
             b"image byteZ",

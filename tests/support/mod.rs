@@ -121,6 +121,13 @@ impl Daemon {
 
     /// Starts a daemon with extra flags.
     pub fn start_with(args: &[&str]) -> Daemon {
+        Daemon::start_with_config("", args)
+    }
+
+    /// Starts a daemon whose config file holds `toml`. Unless `toml` has a
+    /// `[policy]` table, the policy lets the tests' images and every
+    /// capability in.
+    pub fn start_with_config(toml: &str, args: &[&str]) -> Daemon {
         let tmp = tempfile::Builder::new()
             .prefix("atelet-e2e-")
             .tempdir_in("/tmp")
@@ -136,6 +143,17 @@ impl Daemon {
             }
             _ => dir.join("state"),
         };
+        let mut config = toml.to_string();
+        if !config.contains("[policy]") {
+            config.push_str(&format!(
+                "\n[policy]\nallowed_capabilities = [\"ALL\"]\nimage_dirs = [{:?}, \"/tmp\"]\n",
+                target_dir().display().to_string()
+            ));
+        }
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        extra.insert(0, config_path.display().to_string());
+        extra.insert(0, "--config".to_string());
         let mut d = Daemon {
             socket: dir.join("atelet.sock"),
             state,

@@ -1,0 +1,256 @@
+//! Security defences (docs/security.md): socket access by peer credentials,
+//! request limits, the node admission policy, and file modes.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use atelet_api::{ActorStatus, ErrorCode};
+use atelet_e2e::{actor_request, rootfs, target_dir, Daemon};
+use serde_json::json;
+
+/// Runs curl on the daemon's socket as `uid` (via setpriv); returns the
+/// status and the body.
+fn curl_as(d: &Daemon, uid: u32, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={uid}"),
+        "--clear-groups",
+        "curl",
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--unix-socket",
+    ])
+    .arg(&d.socket)
+    .args(["-X", method, &format!("http://localhost{path}")]);
+    // The body goes through a world-readable file: the peer is unprivileged.
+    let file = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    if let Some(b) = body {
+        std::fs::write(file.path(), b).unwrap();
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", file.path().display()));
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn error_code(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["error"]["code"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_root_and_configured_peers_may_use_the_socket() {
+    // A world-connectable socket, so that only the peer check stands
+    // between an unprivileged user and the API.
+    let cfg = "socket_mode = \"0666\"\n[access]\nallowed_uids = [65532]\nviewer_uids = [65533]\n";
+    let d = Daemon::start_with_config(cfg, &[]);
+    let create = serde_json::to_string(&actor_request("peer-made", "sleep 100000")).unwrap();
+
+    // A stranger: 403 on every route, before any body is read (a body over
+    // the size limit still gets 403, not 413).
+    let (code, body) = curl_as(&d, 65534, "GET", "/v1/healthz", None);
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(error_code(&body), "Unauthorized");
+    assert!(body.contains("uid 65534 is not allowed"), "{body}");
+    let big = "x".repeat(3 * 1024 * 1024);
+    let (code, body) = curl_as(&d, 65534, "POST", "/v1/actors", Some(&big));
+    assert_eq!(code, 403, "{body}");
+
+    // A viewer: reads, but may not change anything.
+    let (code, _) = curl_as(&d, 65533, "GET", "/v1/actors", None);
+    assert_eq!(code, 200);
+    let (code, body) = curl_as(&d, 65533, "POST", "/v1/actors", Some(&create));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("may only read"), "{body}");
+
+    // An allowed user, and root.
+    let (code, body) = curl_as(&d, 65532, "POST", "/v1/actors", Some(&create));
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        d.client.get("peer-made").await.unwrap().status,
+        ActorStatus::Running
+    );
+    assert!(d
+        .log()
+        .contains("connection from a peer that is not allowed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_socket_has_mode_0660_by_default() {
+    let d = Daemon::start();
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // An unprivileged user cannot even connect.
+    let (code, _) = curl_as(&d, 65534, "GET", "/v1/healthz", None);
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_header_client_is_cut_off_and_others_are_served() {
+    let d = Daemon::start_with_config("[limits]\nheader_read_timeout_secs = 1\n", &[]);
+    let mut slow = UnixStream::connect(&d.socket).unwrap();
+    slow.write_all(b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // It never finishes its headers; the daemon closes the connection.
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = slow.read_to_end(&mut buf);
+    assert!(n.is_ok(), "the daemon did not close the connection: {n:?}");
+    let reply = String::from_utf8_lossy(&buf);
+    assert!(!reply.contains("200 OK"), "{reply}");
+    // The daemon serves everyone else meanwhile and after.
+    d.client.health().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_and_too_many_headers_are_refused() {
+    let d = Daemon::start();
+    let send = |head: String| {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let huge = format!(
+        "GET /v1/healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let reply = send(huge);
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let reply = send(format!("GET /v1/healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n"));
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    d.client.health().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_cap_wait_their_turn() {
+    let d = Daemon::start_with_config(
+        "[limits]\nmax_connections = 2\nheader_read_timeout_secs = 60\n",
+        &[],
+    );
+    let a = UnixStream::connect(&d.socket).unwrap();
+    let b = UnixStream::connect(&d.socket).unwrap();
+    // Make sure both are being served (accepted) before the third comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = d.client.clone();
+    let third = tokio::spawn(async move { client.health().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served over the cap"
+    );
+    drop(a);
+    let h = tokio::time::timeout(Duration::from_secs(20), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.unwrap().status, "ok");
+    drop(b);
+}
+
+async fn refused(d: &Daemon, body: serde_json::Value, rule: &str) {
+    let before = d.client.list(None).await.unwrap();
+    let files = d.files();
+    let err = d
+        .client
+        .create_raw(serde_json::to_vec(&body).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("refused by node policy {rule}")),
+        "{err}"
+    );
+    assert_eq!(d.client.list(None).await.unwrap(), before);
+    assert_eq!(d.files(), files);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admission_policy_refuses_with_the_rule_named() {
+    let dirs = format!("image_dirs = [{:?}]", target_dir().display().to_string());
+    let d = Daemon::start_with_config(
+        &format!("[policy]\nallow_run_as_root = false\nmax_actors = 2\n{dirs}\n"),
+        &[],
+    );
+    let with_sc = |id: &str, sc: serde_json::Value| {
+        let mut b = actor_request(id, "sleep 100000");
+        b["spec"]["containers"][0]["securityContext"] = sc;
+        b
+    };
+    // Default allowed capabilities: SETUID yes, NET_ADMIN no.
+    refused(
+        &d,
+        with_sc(
+            "p1",
+            json!({"runAsUser": 1000, "capabilities": {"add": ["NET_ADMIN"]}}),
+        ),
+        "allowed_capabilities",
+    )
+    .await;
+    // Root is not allowed here.
+    refused(&d, actor_request("p2", "sleep 100000"), "allow_run_as_root").await;
+    refused(
+        &d,
+        with_sc("p2", json!({"runAsUser": 0})),
+        "allow_run_as_root",
+    )
+    .await;
+    // Images only from the configured directories.
+    let mut outside = with_sc("p3", json!({"runAsUser": 1000}));
+    outside["spec"]["containers"][0]["image"] = json!("dir:/");
+    refused(&d, outside, "image_dirs").await;
+    // Within the rules it works, up to max_actors.
+    d.create(&with_sc(
+        "ok1",
+        json!({"runAsUser": 1000, "capabilities": {"add": ["SETUID"]}}),
+    ))
+    .await;
+    d.create(&with_sc("ok2", json!({"runAsUser": 1000}))).await;
+    refused(&d, with_sc("ok3", json!({"runAsUser": 1000})), "max_actors").await;
+    assert!(rootfs().starts_with(target_dir()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_files_are_private_and_the_identity_dir_is_read_only_inside() {
+    let d = Daemon::start();
+    let script = "cat /run/ate/actor-id; echo; if echo x > /run/ate/actor-id; then echo WRITABLE; else echo readonly; fi; sleep 100000";
+    d.create(&actor_request("private", script)).await;
+    let log = d
+        .wait_log("private", Duration::from_secs(20), |l| {
+            l.contains("readonly") || l.contains("WRITABLE")
+        })
+        .await;
+    assert!(log.starts_with("private\n"), "{log}");
+    assert!(log.contains("readonly"), "{log}");
+    d.client.act("private", "suspend").await.unwrap();
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.state), 0o700);
+    let snap_dir = d.state.join("snapshots/private");
+    for entry in std::fs::read_dir(&snap_dir).unwrap() {
+        let dir = entry.unwrap().path();
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
+    let bundle = d.state.join("bundles/private");
+    assert_eq!(mode(&bundle) & 0o007, 0, "bundle dir is world-accessible");
+    assert_eq!(mode(&bundle.join("config.json")) & 0o007, 0);
+}
