@@ -207,8 +207,8 @@ async fn kill_nine_at_any_point_loses_nothing() {
                     failed += 1;
                     d.client.delete(&id).await.unwrap();
                     let new_id = format!("{id}r");
-                    d.create(&actor_request(&new_id, COUNTER)).await;
-                    running.insert(format!("{new_id}_1"));
+                    let a = d.create(&actor_request(&new_id, COUNTER)).await;
+                    running.insert(a.sandbox.unwrap().container_id);
                     let pos = ids.iter().position(|x| *x == id).unwrap();
                     ids[pos] = new_id;
                 }

@@ -145,9 +145,11 @@ impl Reaper {
     }
 
     /// Subscribes to the exit of `pid`, an orphan that became our child
-    /// (a sandbox). An exit reaped after `since` and before this call is
-    /// delivered at once.
-    pub fn watch(&self, pid: i32, since: Mark) -> oneshot::Receiver<ExitStatus> {
+    /// (a sandbox). An exit reaped after `since` is delivered at once.
+    /// `None` when `pid` is neither our child nor reaped since `since`
+    /// (someone else is its parent). The check and the subscription happen
+    /// under the reaper's lock, so an exit cannot fall between them.
+    pub fn watch(&self, pid: i32, since: Mark) -> Option<oneshot::Receiver<ExitStatus>> {
         let (tx, rx) = oneshot::channel();
         let mut state = self.lock();
         if let Some(pos) = state
@@ -157,11 +159,15 @@ impl Reaper {
         {
             if let Some((_, _, status)) = state.unclaimed.remove(pos) {
                 let _ = tx.send(status);
-                return rx;
+                return Some(rx);
             }
         }
+        // A child, alive or a zombie not reaped yet (we hold the lock).
+        if !is_our_child(pid) {
+            return None;
+        }
         state.waiters.insert(pid, tx);
-        rx
+        Some(rx)
     }
 
     /// Drops the subscription for `pid`, if any.
@@ -287,7 +293,9 @@ mod tests {
         let pid: i32 = text.trim().parse().unwrap();
         assert_eq!(rx.await.unwrap(), ExitStatus::Exited(0));
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let exit = reaper.watch(pid, mark).await.unwrap();
+        let exit = reaper.watch(pid, mark).unwrap().await.unwrap();
         assert_eq!(exit, ExitStatus::Exited(7));
+        // Not our child and not reaped here: no subscription.
+        assert!(reaper.watch(1, reaper.mark()).is_none());
     }
 }

@@ -428,8 +428,7 @@ impl Runsc {
                 detail: format!("pid file: {e}"),
             })?;
         let _ = std::fs::remove_file(&pid_file);
-        let exit = if is_our_child(pid) {
-            let reaped = self.reaper.watch(pid, mark);
+        let exit = if let Some(reaped) = self.reaper.watch(pid, mark) {
             let (tx, rx) = oneshot::channel();
             tokio::spawn(async move {
                 let outcome = match reaped.await {

@@ -205,6 +205,8 @@ pub struct ActorService<R: Runtime> {
     reserved_space: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     policy: AdmissionPolicy,
+    /// This state dir's suffix of container ids (see [`container_id`]).
+    node: String,
 }
 
 /// Below this much free space a suspend measures the sandbox first.
@@ -266,6 +268,7 @@ impl<R: Runtime> ActorService<R> {
             reserved_space: Arc::new(AtomicU64::new(0)),
             metrics: config.metrics,
             policy: config.policy,
+            node: node_id(&config.state_dir)?,
         }))
     }
 
@@ -494,7 +497,7 @@ impl<R: Runtime> ActorService<R> {
     /// the half-made container is removed and the record holds none.
     async fn launch(self: &Arc<Self>, rec: &mut ActorRecord, launch: Launch<'_>) -> Result<()> {
         rec.incarnation += 1;
-        let cid = container_id(&rec.id, rec.incarnation);
+        let cid = container_id(&rec.id, rec.incarnation, &self.node);
         rec.container = Some(ContainerRecord {
             id: cid.clone(),
             pid: None,
@@ -876,7 +879,7 @@ impl<R: Runtime> ActorService<R> {
         }
         // Without a live sandbox runsc is only needed for tidying; recovery
         // removes what is left if it is missing now.
-        let last = container_id(id, rec.incarnation);
+        let last = container_id(id, rec.incarnation, &self.node);
         if rec.incarnation > 0 && !cids.contains(&last) && self.runtime.ensure_available().is_ok() {
             cids.push(last);
         }
@@ -1362,10 +1365,32 @@ fn transition_error(op: &'static str, rec: &ActorRecord, needs: &'static str) ->
     }
 }
 
-/// runsc container id of one incarnation: `<actor>_<n>` (`_` cannot occur
-/// in an actor id, so ids never collide).
-pub fn container_id(actor_id: &str, incarnation: u64) -> String {
-    format!("{actor_id}_{incarnation}")
+/// runsc container id of one incarnation: `<actor>_<n>.<node>`. `_` cannot
+/// occur in an actor id, so an actor's ids never collide with another's;
+/// the node suffix (random per state dir) keeps two daemons on one host
+/// apart, since runsc names each sandbox's control socket after the
+/// container id in the host-wide abstract namespace.
+pub fn container_id(actor_id: &str, incarnation: u64, node: &str) -> String {
+    format!("{actor_id}_{incarnation}.{node}")
+}
+
+/// The random id of a state dir, made at its first use and kept in
+/// `<state>/node-id`.
+fn node_id(state_dir: &std::path::Path) -> Result<String> {
+    let path = state_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(id);
+        }
+    }
+    let mut bytes = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| ServiceError::Internal(format!("reading /dev/urandom: {e}")))?;
+    let id = crate::snapshots::hex(&bytes);
+    crate::bundle::write_atomic(&path, id.as_bytes())?;
+    Ok(id)
 }
 
 /// Snapshot ids sort in creation order.

@@ -267,7 +267,9 @@ async fn suspend_and_resume_record_every_step() {
         [Created, Starting, Running, Suspending, Suspended, Resuming, Running].map(Some)
     );
     // A fresh container id for each incarnation.
-    assert_eq!(env.fake.running(), ["a_2"]);
+    let cid = r.sandbox.unwrap().container_id;
+    assert!(cid.starts_with("a_2."), "{cid}");
+    assert_eq!(env.fake.running(), [cid]);
 }
 
 #[tokio::test]
@@ -400,10 +402,10 @@ async fn runtime_missing_is_unavailable_and_changes_nothing() {
 async fn exits_become_stopped_or_failed_with_the_code() {
     let env = Env::new();
     let svc = env.service(env.store());
-    svc.create(env.request("ok")).await.unwrap();
-    svc.create(env.request("bad")).await.unwrap();
-    env.fake.exit("ok_1", 0);
-    env.fake.exit("bad_1", 3);
+    let ok = svc.create(env.request("ok")).await.unwrap();
+    let bad = svc.create(env.request("bad")).await.unwrap();
+    env.fake.exit(&ok.sandbox.unwrap().container_id, 0);
+    env.fake.exit(&bad.sandbox.unwrap().container_id, 3);
     for _ in 0..100 {
         let done = svc.get("ok").unwrap().status == ActorStatus::Stopped
             && svc.get("bad").unwrap().status == ActorStatus::Failed;

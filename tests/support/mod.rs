@@ -237,9 +237,11 @@ impl Daemon {
         c.wait().unwrap()
     }
 
-    /// Starts the daemon again on the same socket and state dir.
+    /// Starts the daemon again on the same socket and state dir, with a new
+    /// client (the old one's pooled connections went with the old daemon).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the daemon first");
+        self.client = Client::new(&self.socket);
         self.spawn();
     }
 
