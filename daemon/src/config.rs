@@ -244,6 +244,24 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses_and_matches_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/config.toml.example");
+        let c = Config::resolve(&flags(&["--config", example])).unwrap();
+        let defaults = Config::resolve(&flags(&[])).unwrap();
+        // The example spells out the defaults, plus what a service wants.
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        assert_eq!(c.runsc_path, Some(PathBuf::from("/usr/bin/runsc")));
+        assert_eq!(
+            Config {
+                log_format: None,
+                runsc_path: None,
+                ..c
+            },
+            defaults
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_missing_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
