@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -110,6 +111,9 @@ pub struct Daemon {
     pub client: Client,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// A program that runs atelet (`systemd-socket-activate -l …`), if any.
+    prefix: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -128,6 +132,26 @@ impl Daemon {
     /// `[policy]` table, the policy lets the tests' images and every
     /// capability in.
     pub fn start_with_config(toml: &str, args: &[&str]) -> Daemon {
+        let mut d = Daemon::new(toml, args);
+        d.spawn();
+        d
+    }
+
+    /// Starts a daemon as an argument of `prefix(&daemon)` (e.g.
+    /// `systemd-socket-activate -l SOCKET`), with extra environment.
+    pub fn start_under(
+        prefix: impl FnOnce(&Daemon) -> Vec<OsString>,
+        env: &[(&str, &OsStr)],
+        args: &[&str],
+    ) -> Daemon {
+        let mut d = Daemon::new("", args);
+        d.prefix = prefix(&d);
+        d.env = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        d.spawn();
+        d
+    }
+
+    fn new(toml: &str, args: &[&str]) -> Daemon {
         let tmp = tempfile::Builder::new()
             .prefix("atelet-e2e-")
             .tempdir_in("/tmp")
@@ -154,17 +178,17 @@ impl Daemon {
         std::fs::write(&config_path, config).unwrap();
         extra.insert(0, config_path.display().to_string());
         extra.insert(0, "--config".to_string());
-        let mut d = Daemon {
+        Daemon {
             socket: dir.join("atelet.sock"),
             state,
             client: Client::new(dir.join("atelet.sock")),
             dir,
             child: None,
             extra_args: extra,
+            prefix: Vec::new(),
+            env: Vec::new(),
             _tmp: Some(tmp),
-        };
-        d.spawn();
-        d
+        }
     }
 
     fn spawn(&mut self) {
@@ -173,7 +197,16 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(atelet_bin())
+        let mut cmd = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(atelet_bin());
+                c
+            }
+            None => Command::new(atelet_bin()),
+        };
+        let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
