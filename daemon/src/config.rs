@@ -245,7 +245,10 @@ mod tests {
 
     #[test]
     fn the_shipped_example_config_parses_and_matches_the_defaults() {
-        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/config.toml.example");
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../systemd/config.toml.example"
+        );
         let c = Config::resolve(&flags(&["--config", example])).unwrap();
         let defaults = Config::resolve(&flags(&[])).unwrap();
         // The example spells out the defaults, plus what a service wants.
