@@ -13,19 +13,6 @@ use atelet_e2e::{assert_consecutive, atectl_bin, numbers, rootfs, Daemon, COUNTE
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Runs `atectl --socket <daemon's> args…` with stdin from /dev/null and
-/// stdout/stderr piped (not a terminal).
-fn atectl(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(atectl_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .env_remove("ATELET_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -34,25 +21,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Runs atectl and expects success with nothing on stderr (no progress
-/// output when piped); returns stdout.
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = atectl(d, args);
-    assert!(
-        o.status.success() && o.stderr.is_empty(),
-        "atectl {args:?}: {}\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
-        o.status,
-        stdout(&o),
-        stderr(&o),
-        d.log()
-    );
-    stdout(&o)
-}
-
 /// Runs atectl and expects it to fail with `code`, nothing on stdout and
 /// one `atectl: …` line on stderr; returns that line.
 fn fails(d: &Daemon, args: &[&str], code: i32) -> String {
-    let o = atectl(d, args);
+    let o = d.atectl(args);
     assert_eq!(
         o.status.code(),
         Some(code),
@@ -85,19 +57,7 @@ fn list_json(d: &Daemon, extra: &[&str]) -> ActorList {
         .chain(extra)
         .copied()
         .collect();
-    serde_json::from_str(&ok(d, &args)).unwrap()
-}
-
-fn wait_log(d: &Daemon, id: &str, pred: impl Fn(&[u64]) -> bool) -> Vec<u64> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let nums = numbers(&ok(d, &["logs", id]));
-        if pred(&nums) {
-            return nums;
-        }
-        assert!(Instant::now() < deadline, "log of {id}: {nums:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    serde_json::from_str(&d.atectl_ok(&args)).unwrap()
 }
 
 fn write_counter_yaml(dir: &Path) -> String {
@@ -116,38 +76,35 @@ fn write_counter_yaml(dir: &Path) -> String {
 #[test]
 fn the_whole_lifecycle_through_atectl_alone() {
     let d = Daemon::start();
-    let health = ok(&d, &["health"]);
+    let health = d.atectl_ok(&["health"]);
     assert!(health.starts_with("status:  ok\n"), "{health}");
     assert!(health.contains("actors:  none"), "{health}");
 
     // Create: from a YAML file, and from flags (left CREATED).
     let yaml = write_counter_yaml(&d.dir);
-    assert_eq!(ok(&d, &["create", "-f", &yaml]), "counter-1 RUNNING\n");
+    assert_eq!(d.atectl_ok(&["create", "-f", &yaml]), "counter-1 RUNNING\n");
     let image = format!("dir:{}", rootfs().display());
-    let created = ok(
-        &d,
-        &[
-            "create",
-            "flags-1",
-            "--image",
-            &image,
-            "--env",
-            "GREETING=hi there",
-            "--cap-add",
-            "NET_ADMIN,setuid",
-            "--user",
-            "1000:1000",
-            "--no-start",
-            "--cmd",
-            "/bin/sh",
-            "-c",
-            "echo $GREETING",
-        ],
-    );
+    let created = d.atectl_ok(&[
+        "create",
+        "flags-1",
+        "--image",
+        &image,
+        "--env",
+        "GREETING=hi there",
+        "--cap-add",
+        "NET_ADMIN,setuid",
+        "--user",
+        "1000:1000",
+        "--no-start",
+        "--cmd",
+        "/bin/sh",
+        "-c",
+        "echo $GREETING",
+    ]);
     assert_eq!(created, "flags-1 CREATED\n");
 
     // list: the table, and -o json agreeing with it.
-    let rows = table(&ok(&d, &["list"]));
+    let rows = table(&d.atectl_ok(&["list"]));
     assert_eq!(rows[0], ["ID", "STATUS", "TEMPLATE", "SNAPSHOTS", "AGE"]);
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(
@@ -176,7 +133,7 @@ fn the_whole_lifecycle_through_atectl_alone() {
         sc.capabilities.as_ref().unwrap().add,
         ["NET_ADMIN", "setuid"]
     );
-    let wide = table(&ok(&d, &["list", "-o", "wide"]));
+    let wide = table(&d.atectl_ok(&["list", "-o", "wide"]));
     assert_eq!(
         wide[0],
         [
@@ -199,11 +156,16 @@ fn the_whole_lifecycle_through_atectl_alone() {
     );
 
     // Suspend: one snapshot, shown in the table and in the status filter.
-    let before = wait_log(&d, "counter-1", |n| n.len() >= 5);
-    assert_eq!(ok(&d, &["suspend", "counter-1"]), "counter-1 SUSPENDED\n");
-    let stood = *numbers(&ok(&d, &["logs", "counter-1"])).last().unwrap();
+    let before = d.atectl_wait_numbers("counter-1", |n| n.len() >= 5);
+    assert_eq!(
+        d.atectl_ok(&["suspend", "counter-1"]),
+        "counter-1 SUSPENDED\n"
+    );
+    let stood = *numbers(&d.atectl_ok(&["logs", "counter-1"]))
+        .last()
+        .unwrap();
     assert!(stood >= *before.last().unwrap());
-    let rows = table(&ok(&d, &["list"]));
+    let rows = table(&d.atectl_ok(&["list"]));
     assert_eq!(
         &row(&rows, "counter-1")[..4],
         ["counter-1", "SUSPENDED", "default/counter", "1"]
@@ -221,8 +183,8 @@ fn the_whole_lifecycle_through_atectl_alone() {
     );
 
     // Resume: the counter goes on from where it stood.
-    assert_eq!(ok(&d, &["resume", "counter-1"]), "counter-1 RUNNING\n");
-    let after = wait_log(&d, "counter-1", |n| {
+    assert_eq!(d.atectl_ok(&["resume", "counter-1"]), "counter-1 RUNNING\n");
+    let after = d.atectl_wait_numbers("counter-1", |n| {
         n.last().is_some_and(|last| *last >= stood + 3)
     });
     assert_consecutive(&after);
@@ -231,9 +193,9 @@ fn the_whole_lifecycle_through_atectl_alone() {
         err,
         "atectl: cannot resume actor counter-1: it is RUNNING (resume needs SUSPENDED)\n"
     );
-    let yaml_doc = ok(&d, &["get", "counter-1", "-o", "yaml"]);
+    let yaml_doc = d.atectl_ok(&["get", "counter-1", "-o", "yaml"]);
     assert!(yaml_doc.contains("\nstatus: RUNNING\n"), "{yaml_doc}");
-    let one = table(&ok(&d, &["get", "counter-1"]));
+    let one = table(&d.atectl_ok(&["get", "counter-1"]));
     assert_eq!(one.len(), 2);
     assert_eq!(
         &one[1][..4],
@@ -241,7 +203,8 @@ fn the_whole_lifecycle_through_atectl_alone() {
     );
 
     // The event log, as JSON lines and as text.
-    let events: Vec<Event> = ok(&d, &["events", "--no-follow", "-o", "json"])
+    let events: Vec<Event> = d
+        .atectl_ok(&["events", "--no-follow", "-o", "json"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -264,7 +227,7 @@ fn the_whole_lifecycle_through_atectl_alone() {
         ]
     );
     let since = events[3].seq.to_string();
-    let text = ok(&d, &["events", "--since", &since, "--no-follow"]);
+    let text = d.atectl_ok(&["events", "--since", &since, "--no-follow"]);
     assert_eq!(text.lines().count(), events.len() - 4, "{text}");
     assert!(
         text.contains("  counter-1  SUSPENDED -> RESUMING  "),
@@ -272,9 +235,9 @@ fn the_whole_lifecycle_through_atectl_alone() {
     );
 
     // Delete; then the actor is not found (3).
-    assert_eq!(ok(&d, &["delete", "counter-1"]), "counter-1 deleted\n");
-    assert_eq!(ok(&d, &["rm", "flags-1"]), "flags-1 deleted\n");
-    assert_eq!(table(&ok(&d, &["list"])).len(), 1);
+    assert_eq!(d.atectl_ok(&["delete", "counter-1"]), "counter-1 deleted\n");
+    assert_eq!(d.atectl_ok(&["rm", "flags-1"]), "flags-1 deleted\n");
+    assert_eq!(table(&d.atectl_ok(&["list"])).len(), 1);
     assert!(list_json(&d, &[]).actors.is_empty());
     assert_eq!(
         fails(&d, &["get", "counter-1"], 3),
@@ -317,18 +280,15 @@ fn each_class_of_error_has_its_exit_status() {
     fails(&d, &["create", "-f", "/nonexistent/x.yaml"], 5);
 
     // 4: the id is taken.
-    ok(
-        &d,
-        &[
-            "create",
-            "c1",
-            "--image",
-            &image,
-            "--no-start",
-            "--cmd",
-            "true",
-        ],
-    );
+    d.atectl_ok(&[
+        "create",
+        "c1",
+        "--image",
+        &image,
+        "--no-start",
+        "--cmd",
+        "true",
+    ]);
     let err = fails(&d, &["create", "c1", "--image", &image, "--cmd", "true"], 4);
     assert!(err.contains("c1"), "{err}");
     // 3: no such actor, for every verb that names one.
@@ -345,10 +305,15 @@ fn each_class_of_error_has_its_exit_status() {
         &["frobnicate"],
         &["create", "c2", "--image", &image, "--user", "root"],
     ] {
-        let o = atectl(&d, args);
+        let o = d.atectl(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
-    assert_eq!(ok(&d, &["list", "--status", "CREATED"]).lines().count(), 2);
+    assert_eq!(
+        d.atectl_ok(&["list", "--status", "CREATED"])
+            .lines()
+            .count(),
+        2
+    );
 
     // 6: no daemon on the socket; from ATELET_SOCKET as well as --socket.
     let o = Command::new(atectl_bin())
@@ -423,7 +388,7 @@ fn events_and_logs_follow_until_the_actor_goes() {
     let event_lines = lines_of(&mut events);
 
     let yaml = write_counter_yaml(&d.dir);
-    ok(&d, &["create", "-f", &yaml]);
+    d.atectl_ok(&["create", "-f", &yaml]);
     let mut logs = Command::new(atectl_bin())
         .args(["logs", "-f", "counter-1"])
         .env("ATELET_SOCKET", &d.socket)
@@ -437,7 +402,7 @@ fn events_and_logs_follow_until_the_actor_goes() {
         .collect();
     assert_eq!(first, [0, 1, 2, 3, 4]);
 
-    ok(&d, &["delete", "counter-1"]);
+    d.atectl_ok(&["delete", "counter-1"]);
     // logs -f ends by itself once the actor is deleted.
     let deadline = Instant::now() + WAIT;
     let status = loop {
@@ -474,10 +439,7 @@ fn events_and_logs_follow_until_the_actor_goes() {
 fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
     let d = Daemon::start();
     let image = format!("dir:{}", rootfs().display());
-    ok(
-        &d,
-        &["create", "p1", "--image", &image, "--cmd", "sleep", "1000"],
-    );
+    d.atectl_ok(&["create", "p1", "--image", &image, "--cmd", "sleep", "1000"]);
     // `script` gives atectl a terminal for stdout and stderr alike.
     let cmd = format!(
         "{} --socket {} suspend p1",
@@ -495,5 +457,5 @@ fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
     // The spinner line is erased before the result.
     assert!(screen.ends_with("\x1b[2Kp1 SUSPENDED\r\n"), "{screen:?}");
     // Piped: the result alone (ok() also checks that stderr is empty).
-    assert_eq!(ok(&d, &["resume", "p1"]), "p1 RUNNING\n");
+    assert_eq!(d.atectl_ok(&["resume", "p1"]), "p1 RUNNING\n");
 }

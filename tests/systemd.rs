@@ -9,8 +9,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use atelet_api::Actor;
 use atelet_e2e::{
@@ -20,66 +20,25 @@ use atelet_e2e::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn atectl(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(atectl_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = atectl(d, args);
-    assert!(
-        o.status.success(),
-        "atectl {args:?}: {}\n{}\ndaemon log:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr),
-        d.log()
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn get(d: &Daemon, id: &str) -> Actor {
-    serde_json::from_str(&ok(d, &["get", id, "-o", "json"])).unwrap()
+    serde_json::from_str(&d.atectl_ok(&["get", id, "-o", "json"])).unwrap()
 }
 
 /// Creates a counter, suspends and resumes it with atectl, and checks that
 /// it went on counting; returns the resumed actor.
 fn suspend_resume_cycle(d: &Daemon, id: &str) -> Actor {
     let image = format!("dir:{}", rootfs().display());
-    let out = ok(
-        d,
-        &[
-            "create", id, "--image", &image, "--cmd", "/bin/sh", "-c", COUNTER,
-        ],
-    );
+    let out = d.atectl_ok(&[
+        "create", id, "--image", &image, "--cmd", "/bin/sh", "-c", COUNTER,
+    ]);
     assert_eq!(out, format!("{id} RUNNING\n"));
-    wait_log(d, id, |n| n.len() >= 5);
-    assert_eq!(ok(d, &["suspend", id]), format!("{id} SUSPENDED\n"));
-    let stood = *numbers(&ok(d, &["logs", id])).last().unwrap();
-    assert_eq!(ok(d, &["resume", id]), format!("{id} RUNNING\n"));
-    let after = wait_log(d, id, |n| n.last().is_some_and(|l| *l >= stood + 3));
+    d.atectl_wait_numbers(id, |n| n.len() >= 5);
+    assert_eq!(d.atectl_ok(&["suspend", id]), format!("{id} SUSPENDED\n"));
+    let stood = *numbers(&d.atectl_ok(&["logs", id])).last().unwrap();
+    assert_eq!(d.atectl_ok(&["resume", id]), format!("{id} RUNNING\n"));
+    let after = d.atectl_wait_numbers(id, |n| n.last().is_some_and(|l| *l >= stood + 3));
     assert_consecutive(&after);
     get(d, id)
-}
-
-fn wait_log(d: &Daemon, id: &str, pred: impl Fn(&[u64]) -> bool) -> Vec<u64> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let nums = numbers(&ok(d, &["logs", id]));
-        if pred(&nums) {
-            return nums;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "log of {id}: {nums:?}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -161,7 +120,7 @@ fn socket_activation_serves_the_passed_socket_and_notifies_readiness() {
     }
     // --version, run, checkpoint, restore, delete at least.
     assert!(runs >= 5, "runsc ran {runs} times");
-    ok(&d, &["delete", "activated-1"]);
+    d.atectl_ok(&["delete", "activated-1"]);
 
     // SIGTERM: STOPPING=1, and the socket stays, for systemd to hand to the
     // next start.
@@ -276,7 +235,7 @@ fn the_daemon_runs_actors_under_the_units_hardening() {
 
     let actor = suspend_resume_cycle(&d, "hardened-1");
     assert_eq!(actor.snapshots.len(), 1);
-    ok(&d, &["delete", "hardened-1"]);
+    d.atectl_ok(&["delete", "hardened-1"]);
 }
 
 fn run(cmd: &mut Command) -> String {

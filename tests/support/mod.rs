@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -243,6 +243,52 @@ impl Daemon {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `atectl --socket <this daemon's socket> args…` with stdin from
+    /// /dev/null and stdout and stderr piped (so: not a terminal).
+    pub fn atectl(&self, args: &[&str]) -> Output {
+        Command::new(atectl_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("ATELET_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs atectl and expects success with nothing on stderr (no progress
+    /// output when piped); returns stdout.
+    pub fn atectl_ok(&self, args: &[&str]) -> String {
+        let o = self.atectl(args);
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "atectl {args:?}: {}\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Waits, reading `atectl logs id`, until the numbers the actor printed
+    /// satisfy `pred`; returns them.
+    pub fn atectl_wait_numbers(&self, id: &str, pred: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let nums = numbers(&self.atectl_ok(&["logs", id]));
+            if pred(&nums) {
+                return nums;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log of {id}: {nums:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
