@@ -60,12 +60,12 @@ fn list_json(d: &Daemon, extra: &[&str]) -> ActorList {
     serde_json::from_str(&d.atectl_ok(&args)).unwrap()
 }
 
-fn write_counter_yaml(dir: &Path) -> String {
-    let path = dir.join("counter.yaml");
+fn write_counter_yaml(dir: &Path, id: &str) -> String {
+    let path = dir.join(format!("{id}.yaml"));
     std::fs::write(
         &path,
         format!(
-            "# An actor that counts.\nid: counter-1\ntemplate: {{namespace: default, name: counter}}\nspec:\n  containers:\n  - name: app\n    image: dir:{}\n    command: [/bin/sh, -c, '{COUNTER}']\n",
+            "# An actor that counts.\nid: {id}\ntemplate: {{namespace: default, name: counter}}\nspec:\n  containers:\n  - name: app\n    image: dir:{}\n    command: [/bin/sh, -c, '{COUNTER}']\n",
             rootfs().display()
         ),
     )
@@ -81,8 +81,11 @@ fn the_whole_lifecycle_through_atectl_alone() {
     assert!(health.contains("actors:  none"), "{health}");
 
     // Create: from a YAML file, and from flags (left CREATED).
-    let yaml = write_counter_yaml(&d.dir);
-    assert_eq!(d.atectl_ok(&["create", "-f", &yaml]), "counter-1 RUNNING\n");
+    let yaml = write_counter_yaml(&d.dir, "ctl-counter-1");
+    assert_eq!(
+        d.atectl_ok(&["create", "-f", &yaml]),
+        "ctl-counter-1 RUNNING\n"
+    );
     let image = format!("dir:{}", rootfs().display());
     let created = d.atectl_ok(&[
         "create",
@@ -108,8 +111,8 @@ fn the_whole_lifecycle_through_atectl_alone() {
     assert_eq!(rows[0], ["ID", "STATUS", "TEMPLATE", "SNAPSHOTS", "AGE"]);
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(
-        &row(&rows, "counter-1")[..4],
-        ["counter-1", "RUNNING", "default/counter", "0"]
+        &row(&rows, "ctl-counter-1")[..4],
+        ["ctl-counter-1", "RUNNING", "default/counter", "0"]
     );
     assert_eq!(
         &row(&rows, "flags-1")[..4],
@@ -118,7 +121,7 @@ fn the_whole_lifecycle_through_atectl_alone() {
     assert!(row(&rows, "flags-1")[4].ends_with('s'), "{rows:?}");
     let list = list_json(&d, &[]);
     let ids: Vec<&str> = list.actors.iter().map(|a| a.id.as_str()).collect();
-    assert_eq!(ids, ["counter-1", "flags-1"]);
+    assert_eq!(ids, ["ctl-counter-1", "flags-1"]);
     let flags = &list.actors[1];
     assert_eq!(flags.status, ActorStatus::Created);
     let c = &flags.spec.containers[0];
@@ -148,7 +151,7 @@ fn the_whole_lifecycle_through_atectl_alone() {
             "MESSAGE"
         ]
     );
-    let pid: i32 = row(&wide, "counter-1")[5].parse().unwrap();
+    let pid: i32 = row(&wide, "ctl-counter-1")[5].parse().unwrap();
     assert_eq!(
         Some(pid),
         list.actors[0].sandbox.as_ref().map(|s| s.pid),
@@ -156,50 +159,53 @@ fn the_whole_lifecycle_through_atectl_alone() {
     );
 
     // Suspend: one snapshot, shown in the table and in the status filter.
-    let before = d.atectl_wait_numbers("counter-1", |n| n.len() >= 5);
+    let before = d.atectl_wait_numbers("ctl-counter-1", |n| n.len() >= 5);
     assert_eq!(
-        d.atectl_ok(&["suspend", "counter-1"]),
-        "counter-1 SUSPENDED\n"
+        d.atectl_ok(&["suspend", "ctl-counter-1"]),
+        "ctl-counter-1 SUSPENDED\n"
     );
-    let stood = *numbers(&d.atectl_ok(&["logs", "counter-1"]))
+    let stood = *numbers(&d.atectl_ok(&["logs", "ctl-counter-1"]))
         .last()
         .unwrap();
     assert!(stood >= *before.last().unwrap());
     let rows = table(&d.atectl_ok(&["list"]));
     assert_eq!(
-        &row(&rows, "counter-1")[..4],
-        ["counter-1", "SUSPENDED", "default/counter", "1"]
+        &row(&rows, "ctl-counter-1")[..4],
+        ["ctl-counter-1", "SUSPENDED", "default/counter", "1"]
     );
     let suspended = list_json(&d, &["--status", "suspended"]);
     assert_eq!(suspended.actors.len(), 1);
-    assert_eq!(suspended.actors[0].id, "counter-1");
+    assert_eq!(suspended.actors[0].id, "ctl-counter-1");
     assert_eq!(suspended.actors[0].snapshots.len(), 1);
 
     // A transition not allowed from the status: 4, the daemon's words.
-    let err = fails(&d, &["suspend", "counter-1"], 4);
+    let err = fails(&d, &["suspend", "ctl-counter-1"], 4);
     assert_eq!(
         err,
-        "atectl: cannot suspend actor counter-1: it is SUSPENDED (suspend needs RUNNING)\n"
+        "atectl: cannot suspend actor ctl-counter-1: it is SUSPENDED (suspend needs RUNNING)\n"
     );
 
     // Resume: the counter goes on from where it stood.
-    assert_eq!(d.atectl_ok(&["resume", "counter-1"]), "counter-1 RUNNING\n");
-    let after = d.atectl_wait_numbers("counter-1", |n| {
+    assert_eq!(
+        d.atectl_ok(&["resume", "ctl-counter-1"]),
+        "ctl-counter-1 RUNNING\n"
+    );
+    let after = d.atectl_wait_numbers("ctl-counter-1", |n| {
         n.last().is_some_and(|last| *last >= stood + 3)
     });
     assert_consecutive(&after);
-    let err = fails(&d, &["resume", "counter-1"], 4);
+    let err = fails(&d, &["resume", "ctl-counter-1"], 4);
     assert_eq!(
         err,
-        "atectl: cannot resume actor counter-1: it is RUNNING (resume needs SUSPENDED)\n"
+        "atectl: cannot resume actor ctl-counter-1: it is RUNNING (resume needs SUSPENDED)\n"
     );
-    let yaml_doc = d.atectl_ok(&["get", "counter-1", "-o", "yaml"]);
+    let yaml_doc = d.atectl_ok(&["get", "ctl-counter-1", "-o", "yaml"]);
     assert!(yaml_doc.contains("\nstatus: RUNNING\n"), "{yaml_doc}");
-    let one = table(&d.atectl_ok(&["get", "counter-1"]));
+    let one = table(&d.atectl_ok(&["get", "ctl-counter-1"]));
     assert_eq!(one.len(), 2);
     assert_eq!(
         &one[1][..4],
-        ["counter-1", "RUNNING", "default/counter", "1"]
+        ["ctl-counter-1", "RUNNING", "default/counter", "1"]
     );
 
     // The event log, as JSON lines and as text.
@@ -210,7 +216,7 @@ fn the_whole_lifecycle_through_atectl_alone() {
         .collect();
     let counter: Vec<(Option<ActorStatus>, Option<ActorStatus>)> = events
         .iter()
-        .filter(|e| e.actor_id == "counter-1")
+        .filter(|e| e.actor_id == "ctl-counter-1")
         .map(|e| (e.from, e.to))
         .collect();
     use ActorStatus::*;
@@ -230,21 +236,24 @@ fn the_whole_lifecycle_through_atectl_alone() {
     let text = d.atectl_ok(&["events", "--since", &since, "--no-follow"]);
     assert_eq!(text.lines().count(), events.len() - 4, "{text}");
     assert!(
-        text.contains("  counter-1  SUSPENDED -> RESUMING  "),
+        text.contains("  ctl-counter-1  SUSPENDED -> RESUMING  "),
         "{text}"
     );
 
     // Delete; then the actor is not found (3).
-    assert_eq!(d.atectl_ok(&["delete", "counter-1"]), "counter-1 deleted\n");
+    assert_eq!(
+        d.atectl_ok(&["delete", "ctl-counter-1"]),
+        "ctl-counter-1 deleted\n"
+    );
     assert_eq!(d.atectl_ok(&["rm", "flags-1"]), "flags-1 deleted\n");
     assert_eq!(table(&d.atectl_ok(&["list"])).len(), 1);
     assert!(list_json(&d, &[]).actors.is_empty());
     assert_eq!(
-        fails(&d, &["get", "counter-1"], 3),
-        "atectl: actor counter-1 not found\n"
+        fails(&d, &["get", "ctl-counter-1"], 3),
+        "atectl: actor ctl-counter-1 not found\n"
     );
-    fails(&d, &["delete", "counter-1"], 3);
-    fails(&d, &["logs", "counter-1"], 3);
+    fails(&d, &["delete", "ctl-counter-1"], 3);
+    fails(&d, &["logs", "ctl-counter-1"], 3);
 }
 
 #[test]
@@ -387,10 +396,10 @@ fn events_and_logs_follow_until_the_actor_goes() {
         .unwrap();
     let event_lines = lines_of(&mut events);
 
-    let yaml = write_counter_yaml(&d.dir);
+    let yaml = write_counter_yaml(&d.dir, "ctl-follow-1");
     d.atectl_ok(&["create", "-f", &yaml]);
     let mut logs = Command::new(atectl_bin())
-        .args(["logs", "-f", "counter-1"])
+        .args(["logs", "-f", "ctl-follow-1"])
         .env("ATELET_SOCKET", &d.socket)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -402,7 +411,7 @@ fn events_and_logs_follow_until_the_actor_goes() {
         .collect();
     assert_eq!(first, [0, 1, 2, 3, 4]);
 
-    d.atectl_ok(&["delete", "counter-1"]);
+    d.atectl_ok(&["delete", "ctl-follow-1"]);
     // logs -f ends by itself once the actor is deleted.
     let deadline = Instant::now() + WAIT;
     let status = loop {
@@ -418,7 +427,7 @@ fn events_and_logs_follow_until_the_actor_goes() {
     let mut seen = Vec::new();
     loop {
         let ev: Event = serde_json::from_str(&next_line(&event_lines, "events")).unwrap();
-        assert_eq!(ev.actor_id, "counter-1");
+        assert_eq!(ev.actor_id, "ctl-follow-1");
         let gone = ev.to.is_none();
         seen.push((ev.from, ev.to));
         if gone {
@@ -439,10 +448,18 @@ fn events_and_logs_follow_until_the_actor_goes() {
 fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
     let d = Daemon::start();
     let image = format!("dir:{}", rootfs().display());
-    d.atectl_ok(&["create", "p1", "--image", &image, "--cmd", "sleep", "1000"]);
+    d.atectl_ok(&[
+        "create",
+        "ctl-progress-1",
+        "--image",
+        &image,
+        "--cmd",
+        "sleep",
+        "1000",
+    ]);
     // `script` gives atectl a terminal for stdout and stderr alike.
     let cmd = format!(
-        "{} --socket {} suspend p1",
+        "{} --socket {} suspend ctl-progress-1",
         atectl_bin().display(),
         d.socket.display()
     );
@@ -453,9 +470,15 @@ fn progress_shows_on_a_terminal_and_not_in_a_pipe() {
         .unwrap();
     let screen = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{screen}");
-    assert!(screen.contains("suspending p1…"), "{screen:?}");
+    assert!(screen.contains("suspending ctl-progress-1…"), "{screen:?}");
     // The spinner line is erased before the result.
-    assert!(screen.ends_with("\x1b[2Kp1 SUSPENDED\r\n"), "{screen:?}");
+    assert!(
+        screen.ends_with("\x1b[2Kctl-progress-1 SUSPENDED\r\n"),
+        "{screen:?}"
+    );
     // Piped: the result alone (ok() also checks that stderr is empty).
-    assert_eq!(d.atectl_ok(&["resume", "p1"]), "p1 RUNNING\n");
+    assert_eq!(
+        d.atectl_ok(&["resume", "ctl-progress-1"]),
+        "ctl-progress-1 RUNNING\n"
+    );
 }
