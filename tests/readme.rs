@@ -1,10 +1,11 @@
-//! The README's `curl --unix-socket` examples, run as written against a real
-//! daemon. A block is marked with `<!-- readme-test: NAME -->` on the line
+//! The README's examples (`curl --unix-socket`, `atectl`), run as written
+//! against a real daemon. A block is marked with `<!-- readme-test: NAME -->` on the line
 //! before its fence.
 
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
-use atelet_e2e::{repo_root, rootfs, Daemon};
+use atelet_e2e::{repo_root, rootfs, target_dir, Daemon};
 
 /// The shell block that follows `<!-- readme-test: name -->`.
 fn block(name: &str) -> String {
@@ -27,6 +28,13 @@ fn block(name: &str) -> String {
 /// Runs a block with bash in a directory laid out like the quick start's
 /// (`.atelet/atelet.sock`, `.atelet/rootfs/busybox`), pointing at `d`.
 fn run(d: &Daemon, script: &str, strict: bool) -> String {
+    // The blocks use the same actor ids, and runsc's sandbox control socket
+    // is named after the container id host-wide (abstract socket), so two
+    // blocks must not run at once even against different daemons.
+    static ONE_BLOCK_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_BLOCK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let cwd = d.dir.join("checkout");
     std::fs::create_dir_all(cwd.join(".atelet/rootfs")).unwrap();
     let _ = std::os::unix::fs::symlink(&d.socket, cwd.join(".atelet/atelet.sock"));
@@ -37,10 +45,17 @@ fn run(d: &Daemon, script: &str, strict: bool) -> String {
     } else {
         "set -uo pipefail\ncurl() { command curl \"$@\"; echo; }\n"
     };
+    // atectl as an operator has it: on PATH.
+    let path = std::env::join_paths(std::iter::once(target_dir()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!("{prelude}{script}"))
         .current_dir(&cwd)
+        .env("PATH", path)
+        .env_remove("ATELET_SOCKET")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -100,4 +115,52 @@ async fn the_error_examples_answer_as_shown() {
     for code in &codes {
         assert!(script.contains(&format!("\"code\":\"{code}\"")));
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_atectl_examples_run_as_written() {
+    // The quick start's policy (scripts/run-daemon): images from the demo
+    // rootfs, and only the default capabilities may be added.
+    let policy = format!(
+        "[policy]\nimage_dirs = [{:?}, \"/tmp\"]\n",
+        target_dir().display().to_string()
+    );
+    let d = Daemon::start_with_config(&policy, &[]);
+    let out = run(&d, &block("atectl"), true);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "status:  ok", "{out}");
+    let at = |line: &str| {
+        lines
+            .iter()
+            .position(|l| *l == line)
+            .unwrap_or_else(|| panic!("no line {line:?} in:\n{out}"))
+    };
+    // The results come in the order of the commands.
+    let order = [
+        at("counter-1 RUNNING"),
+        at("counter-1 SUSPENDED"),
+        at("counter-1 deleted"),
+        at("hello deleted"),
+        at("exit status 3"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("hello ")), "{out}");
+    // Tables: list, then list -o wide.
+    let headers: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("ID "))
+        .copied()
+        .collect();
+    assert_eq!(headers.len(), 2, "{out}");
+    assert!(headers[1].ends_with("MESSAGE"), "{out}");
+    // hello ran as uid 1000 with SETUID added to the defaults.
+    assert!(lines.contains(&"1000"), "{out}");
+    assert!(lines.contains(&"CapEff:\t00000000200004a0"), "{out}");
+    // get -o json, and the event log.
+    assert!(out.contains("\"id\": \"counter-1\""), "{out}");
+    assert!(
+        out.contains("  counter-1  SUSPENDED -> RESUMING  "),
+        "{out}"
+    );
+    assert!(d.client.list(None).await.unwrap().is_empty());
 }

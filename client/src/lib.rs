@@ -26,6 +26,9 @@ pub enum ClientError {
     Connect {
         /// The socket path.
         socket: PathBuf,
+        /// The I/O error behind it, when there is one: a socket the caller
+        /// may not open (not in the socket's group) is not a daemon that is down.
+        kind: Option<std::io::ErrorKind>,
         /// Why.
         detail: String,
     },
@@ -49,6 +52,10 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(*code),
+            ClientError::Connect {
+                kind: Some(std::io::ErrorKind::PermissionDenied),
+                ..
+            } => Some(ErrorCode::Unauthorized),
             ClientError::Connect { .. } => Some(ErrorCode::Unavailable),
             ClientError::Decode(_) => None,
         }
@@ -118,17 +125,42 @@ impl Client {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         self.http.request(req).await.map_err(|e| {
+            // The I/O error at the bottom says it best ("No such file or
+            // directory"); hyper's wrappers around it add nothing for a user.
             let mut detail = e.to_string();
+            let mut kind = None;
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                detail = format!("{detail}: {s}");
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    kind = Some(io.kind());
+                    detail = io.to_string();
+                } else if kind.is_none() {
+                    detail = format!("{detail}: {s}");
+                }
                 source = s.source();
             }
             ClientError::Connect {
                 socket: self.socket.clone(),
+                kind,
                 detail,
             }
         })
+    }
+
+    /// Sends a request and returns the body as it arrives (for `logs
+    /// ?follow=true` and `events`); a non-2xx answer becomes [`ClientError::Api`].
+    pub async fn stream(
+        &self,
+        method: Method,
+        path_and_query: &str,
+    ) -> Result<Incoming, ClientError> {
+        let resp = self.send(method, path_and_query, None).await?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp.into_body());
+        }
+        let body = read_body(resp.into_body()).await?;
+        Err(api_error(status, &body))
     }
 
     /// Sends a request and reads the whole answer, whatever its status.
@@ -145,12 +177,7 @@ impl Client {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Decode(format!("reading body: {e}")))?
-            .to_bytes();
+        let body = read_body(resp.into_body()).await?;
         Ok(RawResponse {
             status,
             content_type,
@@ -169,18 +196,7 @@ impl Client {
         if (200..300).contains(&resp.status) {
             return Ok(resp);
         }
-        Err(match serde_json::from_slice::<ErrorBody>(&resp.body) {
-            Ok(e) => ClientError::Api {
-                status: resp.status,
-                code: e.error.code,
-                message: e.error.message,
-            },
-            Err(_) => ClientError::Api {
-                status: resp.status,
-                code: ErrorCode::from_http_status(resp.status),
-                message: String::from_utf8_lossy(&resp.body).trim().to_string(),
-            },
-        })
+        Err(api_error(resp.status, &resp.body))
     }
 
     async fn json<T: DeserializeOwned>(
@@ -256,6 +272,31 @@ impl Client {
             )
             .await?;
         parse_ndjson(&resp.body)
+    }
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ClientError> {
+    Ok(body
+        .collect()
+        .await
+        .map_err(|e| ClientError::Decode(format!("reading body: {e}")))?
+        .to_bytes())
+}
+
+/// The error a non-2xx answer stands for: the daemon's own code and
+/// message, or, for a body that is not an error body, the status's code.
+fn api_error(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            status,
+            code: e.error.code,
+            message: e.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: ErrorCode::from_http_status(status),
+            message: String::from_utf8_lossy(body).trim().to_string(),
+        },
     }
 }
 

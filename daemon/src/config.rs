@@ -244,6 +244,44 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses_and_matches_the_defaults() {
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../systemd/config.toml.example"
+        );
+        // Every key is known and well typed.
+        let file = load_file(Path::new(example)).unwrap();
+        assert_eq!(file.access.socket_group.as_deref(), Some("atelet"));
+        // Resolving needs the group `atelet`, which scripts/install creates;
+        // where it is missing, that is the only complaint.
+        let resolved = match Config::resolve(&flags(&["--config", example])) {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(e.contains("group \"atelet\" does not exist"), "{e}");
+                let dir = tempfile::tempdir().unwrap();
+                let copy = dir.path().join("config.toml");
+                let text = std::fs::read_to_string(example).unwrap();
+                std::fs::write(&copy, text.replace("\"atelet\"", "\"0\"")).unwrap();
+                Config::resolve(&flags(&["--config", copy.to_str().unwrap()])).unwrap()
+            }
+        };
+        let defaults = Config::resolve(&flags(&[])).unwrap();
+        // The example spells out the defaults, plus what a service wants.
+        assert_eq!(resolved.log_format, Some(LogFormat::Json));
+        assert_eq!(resolved.runsc_path, Some(PathBuf::from("/usr/bin/runsc")));
+        assert!(resolved.access.socket_gid.is_some());
+        assert_eq!(
+            Config {
+                log_format: None,
+                runsc_path: None,
+                access: defaults.access.clone(),
+                ..resolved
+            },
+            defaults
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_missing_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -15,6 +15,7 @@ use crate::reaper::Reaper;
 use crate::runsc::{Runsc, RunscConfig, Runtime};
 use crate::service::{ActorService, ServiceConfig};
 use crate::store::Store;
+use crate::systemd::ActivatedSocket;
 
 /// How long shutdown waits for lifecycle steps in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,8 +31,11 @@ pub fn init_logging(format: Option<LogFormat>) {
     } else {
         LogFormat::Json
     });
+    // Colours only on a terminal: `--log-format text` under systemd must not
+    // put escape codes into the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -40,8 +44,9 @@ pub fn init_logging(format: Option<LogFormat>) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Running sandboxes are left
-/// running when it returns.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// running when it returns. `activated` is the socket systemd passed, if
+/// any; otherwise the daemon binds (and at exit removes) its own.
+pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::Result<()> {
     let state = &config.state_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -114,10 +119,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "recovered state"
     );
 
-    let listener =
-        crate::server::bind(&config.socket, config.socket_mode, config.access.socket_gid)
-            .with_context(|| format!("binding {}", config.socket.display()))?;
-    tracing::info!(socket = %config.socket.display(), state_dir = %state.display(), "serving");
+    let (listener, socket, owns_socket) = match activated {
+        Some(a) => {
+            if a.passed > 1 {
+                tracing::warn!(
+                    passed = a.passed,
+                    "systemd passed more than one socket; serving the first"
+                );
+            }
+            let path = a.path.clone().unwrap_or_else(|| config.socket.clone());
+            let listener = crate::server::from_activated(a.listener)
+                .context("using the socket passed by systemd")?;
+            (listener, path, false)
+        }
+        None => {
+            let listener =
+                crate::server::bind(&config.socket, config.socket_mode, config.access.socket_gid)
+                    .with_context(|| format!("binding {}", config.socket.display()))?;
+            (listener, config.socket.clone(), true)
+        }
+    };
+    tracing::info!(
+        socket = %socket.display(),
+        activated = !owns_socket,
+        state_dir = %state.display(),
+        "serving"
+    );
+    crate::systemd::notify_ready(&format!("serving {}", socket.display()));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -126,6 +154,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        crate::systemd::notify_stopping();
     };
     crate::server::serve(
         listener,
@@ -140,7 +169,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !svc.drain(DRAIN_TIMEOUT).await {
         tracing::warn!("lifecycle steps still in flight at exit; recovery will resolve them");
     }
-    let _ = std::fs::remove_file(&config.socket);
+    // A socket passed by systemd is systemd's: it stays for the next start.
+    if owns_socket {
+        let _ = std::fs::remove_file(&config.socket);
+    }
     drop(lock);
     Ok(())
 }

@@ -6,6 +6,14 @@ use atelet::config::{Config, Flags};
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main: no other thread exists yet.
+    let activated = match unsafe { atelet::systemd::take_activated_socket() } {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("atelet: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let flags = Flags::parse();
     let config = match Config::resolve(&flags) {
         Ok(c) => c,
@@ -26,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(atelet::daemon::run(config)) {
+    match runtime.block_on(atelet::daemon::run(config, activated)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "atelet failed");

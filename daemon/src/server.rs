@@ -77,6 +77,13 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener
     Ok(listener)
 }
 
+/// Makes a listener passed by systemd (socket activation) usable by tokio.
+/// Its file mode and owner are the socket unit's business.
+pub fn from_activated(listener: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
 /// Serves requests until `shutdown` resolves; then stops accepting.
 /// Connections in progress finish on their own tasks.
 pub async fn serve<R: Runtime>(

@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,9 @@ pub struct Daemon {
     pub client: Client,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// A program that runs atelet (`systemd-socket-activate -l …`), if any.
+    prefix: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -128,6 +132,26 @@ impl Daemon {
     /// `[policy]` table, the policy lets the tests' images and every
     /// capability in.
     pub fn start_with_config(toml: &str, args: &[&str]) -> Daemon {
+        let mut d = Daemon::new(toml, args);
+        d.spawn();
+        d
+    }
+
+    /// Starts a daemon as an argument of `prefix(&daemon)` (e.g.
+    /// `systemd-socket-activate -l SOCKET`), with extra environment.
+    pub fn start_under(
+        prefix: impl FnOnce(&Daemon) -> Vec<OsString>,
+        env: &[(&str, &OsStr)],
+        args: &[&str],
+    ) -> Daemon {
+        let mut d = Daemon::new("", args);
+        d.prefix = prefix(&d);
+        d.env = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        d.spawn();
+        d
+    }
+
+    fn new(toml: &str, args: &[&str]) -> Daemon {
         let tmp = tempfile::Builder::new()
             .prefix("atelet-e2e-")
             .tempdir_in("/tmp")
@@ -154,17 +178,17 @@ impl Daemon {
         std::fs::write(&config_path, config).unwrap();
         extra.insert(0, config_path.display().to_string());
         extra.insert(0, "--config".to_string());
-        let mut d = Daemon {
+        Daemon {
             socket: dir.join("atelet.sock"),
             state,
             client: Client::new(dir.join("atelet.sock")),
             dir,
             child: None,
             extra_args: extra,
+            prefix: Vec::new(),
+            env: Vec::new(),
             _tmp: Some(tmp),
-        };
-        d.spawn();
-        d
+        }
     }
 
     fn spawn(&mut self) {
@@ -173,7 +197,16 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(atelet_bin())
+        let mut cmd = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(atelet_bin());
+                c
+            }
+            None => Command::new(atelet_bin()),
+        };
+        let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
@@ -210,6 +243,52 @@ impl Daemon {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `atectl --socket <this daemon's socket> args…` with stdin from
+    /// /dev/null and stdout and stderr piped (so: not a terminal).
+    pub fn atectl(&self, args: &[&str]) -> Output {
+        Command::new(atectl_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("ATELET_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs atectl and expects success with nothing on stderr (no progress
+    /// output when piped); returns stdout.
+    pub fn atectl_ok(&self, args: &[&str]) -> String {
+        let o = self.atectl(args);
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "atectl {args:?}: {}\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Waits, reading `atectl logs id`, until the numbers the actor printed
+    /// satisfy `pred`; returns them.
+    pub fn atectl_wait_numbers(&self, id: &str, pred: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let nums = numbers(&self.atectl_ok(&["logs", id]));
+            if pred(&nums) {
+                return nums;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log of {id}: {nums:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -1,0 +1,331 @@
+//! How atectl shows things: the actor table, documents as JSON or YAML,
+//! event lines and the health report. Pure functions from values to text,
+//! so that what an operator reads is unit-tested.
+
+use std::time::{Duration, SystemTime};
+
+use atelet_api::{Actor, ActorStatus, Event, Health};
+use serde::Serialize;
+
+/// Columns of `list`: ID, STATUS, TEMPLATE, SNAPSHOTS, AGE; `wide` adds
+/// PID, IMAGE, EXIT and MESSAGE. Columns are padded to their widest cell
+/// and separated by three spaces.
+pub fn actor_table(actors: &[Actor], wide: bool, now: SystemTime) -> String {
+    let mut header = vec!["ID", "STATUS", "TEMPLATE", "SNAPSHOTS", "AGE"];
+    if wide {
+        header.extend(["PID", "IMAGE", "EXIT", "MESSAGE"]);
+    }
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for a in actors {
+        let mut row = vec![
+            a.id.clone(),
+            a.status.to_string(),
+            format!("{}/{}", a.template.namespace, a.template.name),
+            a.snapshots.len().to_string(),
+            age_since(&a.created_at, now),
+        ];
+        if wide {
+            row.extend([
+                a.sandbox.as_ref().map_or("-".into(), |s| s.pid.to_string()),
+                a.spec
+                    .containers
+                    .first()
+                    .map_or("-".into(), |c| c.image.clone()),
+                a.exit_code.map_or("-".into(), |c| c.to_string()),
+                one_line(&a.status_message),
+            ]);
+        }
+        rows.push(row);
+    }
+    render(&rows)
+}
+
+fn render(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                let pad = widths[i] - cell.chars().count() + 3;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A status message may hold runsc's multi-line stderr; a table cell may not.
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.is_empty() {
+        "-".into()
+    } else {
+        joined
+    }
+}
+
+/// The age of a resource created at `rfc3339`, as `kubectl` shows it:
+/// two significant units while they matter (`3m12s`, `5h4m`, `2d3h`), then one.
+pub fn age_since(rfc3339: &str, now: SystemTime) -> String {
+    match humantime::parse_rfc3339_weak(rfc3339) {
+        // A clock that went back shows 0s rather than nothing.
+        Ok(t) => short_duration(now.duration_since(t).unwrap_or_default()),
+        Err(_) => "?".into(),
+    }
+}
+
+/// See [`age_since`].
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (m, h, days) = (s / 60, s / 3600, s / 86_400);
+    if s < 120 {
+        format!("{s}s")
+    } else if s < 600 && !s.is_multiple_of(60) {
+        format!("{m}m{}s", s % 60)
+    } else if s < 3 * 3600 {
+        format!("{m}m")
+    } else if s < 8 * 3600 && !m.is_multiple_of(60) {
+        format!("{h}h{}m", m % 60)
+    } else if s < 2 * 86_400 {
+        format!("{h}h")
+    } else if s < 8 * 86_400 && !h.is_multiple_of(24) {
+        format!("{days}d{}h", h % 24)
+    } else if days < 365 {
+        format!("{days}d")
+    } else {
+        format!("{}y{}d", days / 365, days % 365)
+    }
+}
+
+/// One line for a finished operation: `counter-1 SUSPENDED`.
+pub fn actor_line(a: &Actor) -> String {
+    format!("{} {}\n", a.id, a.status)
+}
+
+/// A serialisable value as pretty JSON (with a final newline).
+pub fn json<T: Serialize>(value: &T) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|e| {
+        // Only a map with non-string keys fails; none of the API types has one.
+        format!("{{\"error\": \"serialising output: {e}\"}}")
+    });
+    text.push('\n');
+    text
+}
+
+/// A serialisable value as YAML.
+pub fn yaml<T: Serialize>(value: &T) -> String {
+    serde_norway::to_string(value).unwrap_or_else(|e| format!("error: serialising output: {e}\n"))
+}
+
+/// `#SEQ  TIME  ACTOR  FROM -> TO  REASON`; a new actor comes from `-`,
+/// a deleted one goes to `-`.
+pub fn event_line(e: &Event) -> String {
+    let status = |s: Option<ActorStatus>| s.map_or("-".to_string(), |s| s.to_string());
+    format!(
+        "#{}  {}  {}  {} -> {}  {}\n",
+        e.seq,
+        e.time,
+        e.actor_id,
+        status(e.from),
+        status(e.to),
+        one_line(&e.reason)
+    )
+}
+
+/// The health report as a few aligned lines.
+pub fn health_text(h: &Health) -> String {
+    let runsc = match (&h.runsc.version, &h.runsc.error) {
+        (Some(v), _) => format!("{v} ({})", h.runsc.path),
+        (None, Some(e)) => format!("unusable ({}): {}", h.runsc.path, one_line(e)),
+        (None, None) => format!("unusable ({})", h.runsc.path),
+    };
+    let counts: Vec<String> = h
+        .actors
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    let actors = if counts.is_empty() {
+        "none".to_string()
+    } else {
+        counts.join(", ")
+    };
+    format!(
+        "status:  {}\nrunsc:   {runsc}\nactors:  {actors}\n",
+        h.status
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn actor(id: &str, status: &str, created_at: &str, snapshots: usize) -> Actor {
+        let snaps: Vec<serde_json::Value> = (0..snapshots)
+            .map(|i| json!({"id": format!("snap-{i:06}"), "createdAt": created_at, "sizeBytes": 1}))
+            .collect();
+        serde_json::from_value(json!({
+            "id": id,
+            "template": {"namespace": "default", "name": "counter"},
+            "spec": {"containers": [{"name": "app", "image": "dir:/r"}]},
+            "status": status,
+            "statusMessage": "",
+            "createdAt": created_at,
+            "updatedAt": created_at,
+            "sandbox": if status == "RUNNING" { json!({"pid": 42, "runscVersion": "v", "containerId": "c"}) } else { json!(null) },
+            "snapshots": snaps,
+            "latestSnapshot": null,
+            "exitCode": null
+        }))
+        .unwrap()
+    }
+
+    fn at(rfc3339: &str) -> SystemTime {
+        humantime::parse_rfc3339(rfc3339).unwrap()
+    }
+
+    #[test]
+    fn the_table_has_its_columns_aligned() {
+        let now = at("2026-01-01T01:00:00Z");
+        let actors = [
+            actor("counter-1", "RUNNING", "2026-01-01T00:59:15.250Z", 0),
+            actor("a", "SUSPENDED", "2025-12-30T00:00:00Z", 12),
+        ];
+        assert_eq!(
+            actor_table(&actors, false, now),
+            "\
+ID          STATUS      TEMPLATE          SNAPSHOTS   AGE
+counter-1   RUNNING     default/counter   0           44s
+a           SUSPENDED   default/counter   12          2d1h
+"
+        );
+        let wide = actor_table(&actors, true, now);
+        let lines: Vec<&str> = wide.lines().collect();
+        assert!(
+            lines[0].ends_with("AGE    PID   IMAGE    EXIT   MESSAGE"),
+            "{wide}"
+        );
+        assert!(
+            lines[1].ends_with("44s    42    dir:/r   -      -"),
+            "{wide}"
+        );
+        assert!(
+            lines[2].ends_with("2d1h   -     dir:/r   -      -"),
+            "{wide}"
+        );
+    }
+
+    #[test]
+    fn an_empty_list_is_just_the_header() {
+        assert_eq!(
+            actor_table(&[], false, SystemTime::now()),
+            "ID   STATUS   TEMPLATE   SNAPSHOTS   AGE\n"
+        );
+    }
+
+    #[test]
+    fn ages_read_like_kubectls() {
+        let cases = [
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (192, "3m12s"),
+            (600, "10m"),
+            (3 * 3600 - 1, "179m"),
+            (3 * 3600, "3h"),
+            (5 * 3600 + 4 * 60, "5h4m"),
+            (47 * 3600, "47h"),
+            (2 * 86_400 + 3 * 3600, "2d3h"),
+            (30 * 86_400, "30d"),
+            (400 * 86_400, "1y35d"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(short_duration(Duration::from_secs(secs)), want, "{secs}s");
+        }
+        assert_eq!(age_since("yesterday", SystemTime::now()), "?");
+        // A creation time in the future (clock skew) is not an error.
+        assert_eq!(
+            age_since("2030-01-01T00:00:00Z", at("2026-01-01T00:00:00Z")),
+            "0s"
+        );
+    }
+
+    #[test]
+    fn multi_line_messages_stay_on_one_line() {
+        let mut a = actor("x", "FAILED", "2026-01-01T00:00:00Z", 0);
+        a.status_message = "start failed: runsc:\n  exit status 1\n".into();
+        a.exit_code = Some(137);
+        let t = actor_table(&[a], true, at("2026-01-01T00:00:01Z"));
+        assert!(
+            t.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("137    start failed: runsc: exit status 1"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), 2);
+    }
+
+    #[test]
+    fn events_read_as_transitions() {
+        let e: Event = serde_json::from_value(json!({
+            "seq": 7, "actorId": "c1", "from": "RUNNING", "to": "SUSPENDING",
+            "time": "2026-01-01T00:00:00.000Z", "reason": "suspend"
+        }))
+        .unwrap();
+        assert_eq!(
+            event_line(&e),
+            "#7  2026-01-01T00:00:00.000Z  c1  RUNNING -> SUSPENDING  suspend\n"
+        );
+        let created = Event {
+            from: None,
+            to: Some(ActorStatus::Created),
+            ..e.clone()
+        };
+        assert!(event_line(&created).contains("  - -> CREATED  "));
+        let deleted = Event { to: None, ..e };
+        assert!(event_line(&deleted).contains("  RUNNING -> -  "));
+    }
+
+    #[test]
+    fn health_lists_only_the_statuses_in_use() {
+        let mut h: Health = serde_json::from_value(json!({
+            "status": "ok",
+            "runsc": {"path": "/usr/bin/runsc", "version": "0.0~20221219.0"},
+            "actors": {"RUNNING": 2, "SUSPENDED": 1, "FAILED": 0}
+        }))
+        .unwrap();
+        assert_eq!(
+            health_text(&h),
+            "status:  ok\nrunsc:   0.0~20221219.0 (/usr/bin/runsc)\nactors:  2 RUNNING, 1 SUSPENDED\n"
+        );
+        h.status = "degraded".into();
+        h.runsc.version = None;
+        h.runsc.error = Some("not found on PATH".into());
+        h.actors.clear();
+        assert_eq!(
+            health_text(&h),
+            "status:  degraded\nrunsc:   unusable (/usr/bin/runsc): not found on PATH\nactors:  none\n"
+        );
+    }
+
+    #[test]
+    fn documents_come_out_as_the_apis_json_or_as_yaml() {
+        let a = actor("c1", "RUNNING", "2026-01-01T00:00:00Z", 1);
+        let back: Actor = serde_json::from_str(&json(&a)).unwrap();
+        assert_eq!(back, a);
+        let back: Actor = serde_norway::from_str(&yaml(&a)).unwrap();
+        assert_eq!(back, a);
+        assert!(yaml(&a).contains("status: RUNNING\n"));
+    }
+}
