@@ -338,3 +338,31 @@ pub struct Event {
     /// Why (the operation, or what was observed).
     pub reason: String,
 }
+
+/// One unpacked image in the node's image cache (`GET /v1/images`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    /// The manifest digest, `sha256:…`: the cache key and what
+    /// `DELETE /v1/images/{digest}` takes.
+    pub digest: String,
+    /// The references that resolved to this image on this node, first first.
+    pub references: Vec<String>,
+    /// Bytes of the regular files in the unpacked rootfs.
+    pub size_bytes: u64,
+    /// Number of layers.
+    pub layers: usize,
+    /// RFC 3339: when it was unpacked.
+    pub created_at: String,
+    /// How long the unpack took (reads, digest checks, extraction, sync).
+    pub unpack_ms: u64,
+    /// Actors whose record names this image; while there are any it cannot be deleted.
+    pub actors: Vec<String>,
+}
+
+/// Body of `GET /v1/images`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageList {
+    /// Sorted by digest.
+    pub images: Vec<Image>,
+}

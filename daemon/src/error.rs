@@ -2,6 +2,7 @@
 
 use atelet_api::{ErrorBody, ErrorCode};
 
+use crate::images::extract::ExtractError;
 use crate::images::ImageError;
 use crate::runsc::RuntimeError;
 use crate::service::ServiceError;
@@ -40,20 +41,35 @@ impl From<ServiceError> for ApiError {
 pub fn error_code(e: &ServiceError) -> ErrorCode {
     match e {
         ServiceError::Invalid(_) | ServiceError::NotSupported(_) => ErrorCode::InvalidArgument,
-        ServiceError::Image(ImageError::Invalid { .. } | ImageError::Unsupported(_)) => {
-            ErrorCode::InvalidArgument
+        ServiceError::Image(
+            ImageError::Invalid { .. }
+            | ImageError::Oci { .. }
+            | ImageError::Extract {
+                source: ExtractError::Refused { .. } | ExtractError::Read(_),
+                ..
+            },
+        ) => ErrorCode::InvalidArgument,
+        ServiceError::NotFound(_) | ServiceError::Image(ImageError::NotFound(_)) => {
+            ErrorCode::NotFound
         }
         ServiceError::Forbidden(_) => ErrorCode::Unauthorized,
-        ServiceError::NotFound(_) => ErrorCode::NotFound,
         ServiceError::AlreadyExists(_)
         | ServiceError::Transition { .. }
-        | ServiceError::RuntimeMismatch { .. } => ErrorCode::Conflict,
+        | ServiceError::RuntimeMismatch { .. }
+        | ServiceError::Image(ImageError::InUse { .. }) => ErrorCode::Conflict,
         ServiceError::Unavailable(_)
         | ServiceError::Runtime {
             source: RuntimeError::Unavailable(_),
             ..
         } => ErrorCode::Unavailable,
         ServiceError::Runtime { .. }
+        | ServiceError::Image(
+            ImageError::Cache { .. }
+            | ImageError::Extract {
+                source: ExtractError::Write { .. },
+                ..
+            },
+        )
         | ServiceError::Store(_)
         | ServiceError::Snapshot { .. }
         | ServiceError::Bundle(_)
@@ -64,6 +80,7 @@ pub fn error_code(e: &ServiceError) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::oci::OciError;
     use crate::reaper::ExitStatus;
     use atelet_api::{ActorStatus, ValidationError};
 
@@ -89,7 +106,54 @@ mod tests {
                 }),
                 403,
             ),
+            (
+                ServiceError::Image(ImageError::Oci {
+                    reference: "oci:/l".into(),
+                    source: OciError::Invalid("no manifest is tagged \"x\"".into()),
+                }),
+                400,
+            ),
+            (
+                ServiceError::Image(ImageError::Extract {
+                    reference: "oci:/l".into(),
+                    layer: 0,
+                    source: ExtractError::Refused {
+                        entry: "../x".into(),
+                        reason: "a name with '..' is refused".into(),
+                    },
+                }),
+                400,
+            ),
+            (
+                ServiceError::Image(ImageError::Extract {
+                    reference: "oci:/l".into(),
+                    layer: 0,
+                    source: ExtractError::Write {
+                        path: "/state/images/tmp/x".into(),
+                        source: std::io::Error::other("disk full"),
+                    },
+                }),
+                500,
+            ),
+            (
+                ServiceError::Image(ImageError::Cache {
+                    context: "committing".into(),
+                    source: std::io::Error::other("disk full"),
+                }),
+                500,
+            ),
             (ServiceError::NotFound("a".into()), 404),
+            (
+                ServiceError::Image(ImageError::NotFound("sha256:0".into())),
+                404,
+            ),
+            (
+                ServiceError::Image(ImageError::InUse {
+                    digest: "sha256:0".into(),
+                    users: vec!["a".into()],
+                }),
+                409,
+            ),
             (ServiceError::AlreadyExists("a".into()), 409),
             (
                 ServiceError::Transition {

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod error;
 pub mod handlers;
 pub mod images;
+pub mod locks;
 pub mod metrics;
 pub mod policy;
 pub mod reaper;

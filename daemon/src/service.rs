@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use atelet_api::validate::ValidationError;
 use atelet_api::{
     validate_actor_id, validate_create, Actor, ActorStatus, CreateActorRequest, Event, Health,
+    Image,
 };
-use tokio::sync::{broadcast, oneshot, Mutex, OwnedMutexGuard, RwLock};
+use tokio::sync::{broadcast, oneshot, RwLock};
 
 use crate::bundle::{remove_dir_if_exists, BundleBuilder, BundleError, BundleInput};
 use crate::images::{ImageError, ImageStore, ResolvedImage};
+use crate::locks::KeyedLocks;
 use crate::metrics::{Metrics, StatusLabels};
 use crate::policy::{AdmissionPolicy, PolicyViolation};
 use crate::runsc::{ExitOutcome, LaunchSpec, Runtime, RuntimeError};
@@ -147,30 +149,6 @@ struct Launch<'a> {
     message: String,
 }
 
-/// Per-actor locks.
-#[derive(Default)]
-struct ActorLocks {
-    map: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
-}
-
-impl ActorLocks {
-    async fn lock(&self, id: &str) -> OwnedMutexGuard<()> {
-        let m = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(id.to_string()).or_default().clone()
-        };
-        m.lock_owned().await
-    }
-
-    /// Forgets a deleted actor's lock when nobody else holds or waits for it.
-    fn forget(&self, id: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(id).is_some_and(|m| Arc::strong_count(m) <= 2) {
-            map.remove(id);
-        }
-    }
-}
-
 /// What crash recovery did, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
@@ -195,7 +173,8 @@ pub struct ActorService<R: Runtime> {
     snapshots: SnapshotStore,
     logs_dir: PathBuf,
     volumes_dir: PathBuf,
-    locks: ActorLocks,
+    /// Per-actor locks.
+    locks: KeyedLocks,
     retention: usize,
     /// Lifecycle steps hold it shared; shutdown takes it exclusively to
     /// let in-flight steps finish.
@@ -257,11 +236,11 @@ impl<R: Runtime> ActorService<R> {
             store,
             runtime,
             bundles: BundleBuilder::new(dir("bundles")?),
-            images: ImageStore::new(),
+            images: ImageStore::open(config.state_dir.join("images"))?,
             snapshots: SnapshotStore::new(dir("snapshots")?),
             logs_dir: dir("logs")?,
             volumes_dir: dir("volumes")?,
-            locks: ActorLocks::default(),
+            locks: KeyedLocks::default(),
             retention: config.snapshot_retention,
             gate: RwLock::new(()),
             draining: AtomicBool::new(false),
@@ -410,8 +389,10 @@ impl<R: Runtime> ActorService<R> {
                 "spec.containers: multi-container actors are not supported yet (one container per actor)".to_string(),
             ));
         }
+        // Held (pinned) until the record names the image's digest.
+        let mut images = Vec::new();
         for (i, c) in req.spec.containers.iter().enumerate() {
-            let image = self.images.resolve(&c.image)?;
+            let image = self.images.resolve(&c.image).await?;
             if c.command.is_empty() && image.config.command.is_empty() {
                 return Err(ValidationError::new(
                     format!("spec.containers[{i}].command"),
@@ -419,6 +400,7 @@ impl<R: Runtime> ActorService<R> {
                 )
                 .into());
             }
+            images.push(image);
         }
         let start = req.start.unwrap_or(true);
         let _op = self.begin_op()?;
@@ -433,6 +415,7 @@ impl<R: Runtime> ActorService<R> {
         }
         self.policy.check(&req, self.store.len())?;
         let mut rec = ActorRecord::new(req.id, req.template, req.spec, now_rfc3339());
+        rec.image_digest = images.first().and_then(|i| i.digest.clone());
         self.store.insert_new(&rec, "created").await?;
         tracing::info!(actor = %rec.id, op = "create", "actor created");
         if start {
@@ -465,7 +448,8 @@ impl<R: Runtime> ActorService<R> {
     async fn start_locked(self: &Arc<Self>, rec: &mut ActorRecord, op: &'static str) -> Result<()> {
         let t0 = Instant::now();
         let version = self.runtime.ensure_available().map_err(runtime_err(op))?;
-        let image = self.images.resolve(&rec.spec.containers[0].image)?;
+        let image = self.images.resolve(&rec.spec.containers[0].image).await?;
+        rec.image_digest = image.digest.clone();
         let bundle = self.write_bundle(rec, &image)?;
         let launch = Launch {
             version,
@@ -793,7 +777,10 @@ impl<R: Runtime> ActorService<R> {
         let bundle = if self.bundles.exists(id) {
             self.bundles.dir(id)
         } else {
-            let image = self.images.resolve(&rec.spec.containers[0].image)?;
+            let image = self
+                .images
+                .resolve_recorded(&rec.spec.containers[0].image, rec.image_digest.as_deref())
+                .await?;
             self.write_bundle(&rec, &image)?
         };
         let image_dir = self.snapshots.dir(id, &latest.id);
@@ -920,6 +907,51 @@ impl<R: Runtime> ActorService<R> {
                 tracing::warn!(actor = %id, what, error = %e, "removing files of a deleted actor");
             }
         }
+    }
+
+    // ---- images -------------------------------------------------------------
+
+    /// `GET /v1/images`: the image cache, each entry with the actors whose
+    /// record names it.
+    pub fn list_images(&self) -> Result<Vec<Image>> {
+        let mut users: HashMap<String, Vec<String>> = HashMap::new();
+        for r in self.store.list()? {
+            if let Some(d) = r.image_digest {
+                users.entry(d).or_default().push(r.id);
+            }
+        }
+        Ok(self
+            .images
+            .list()?
+            .into_iter()
+            .map(|m| {
+                let actors = users.remove(&m.digest).unwrap_or_default();
+                m.to_api(actors)
+            })
+            .collect())
+    }
+
+    /// `DELETE /v1/images/{digest}`: refused (409) while any actor's record
+    /// names the image, whatever its status: a stopped actor starts from it
+    /// and a suspended one resumes on it.
+    pub async fn delete_image(&self, digest: &str) -> Result<()> {
+        let _op = self.begin_op()?;
+        let lock = self.images.lock(digest).await?;
+        let users: Vec<String> = self
+            .store
+            .list()?
+            .into_iter()
+            .filter(|r| r.image_digest.as_deref() == Some(lock.digest().as_str()))
+            .map(|r| r.id)
+            .collect();
+        if !users.is_empty() {
+            return Err(ImageError::InUse {
+                digest: lock.digest(),
+                users,
+            }
+            .into());
+        }
+        Ok(self.images.remove(&lock)?)
     }
 
     // ---- helpers ------------------------------------------------------------

@@ -115,6 +115,11 @@ pub struct ActorRecord {
     pub pending_snapshot: Option<String>,
     /// A stop in progress.
     pub pending: Option<PendingOp>,
+    /// Manifest digest of the cached image the actor was last started
+    /// from (`None` for `dir:` images and older records): the image cache
+    /// keeps it while the record exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 impl ActorRecord {
@@ -136,6 +141,7 @@ impl ActorRecord {
             snapshot_seq: 0,
             pending_snapshot: None,
             pending: None,
+            image_digest: None,
         }
     }
 

@@ -1,0 +1,788 @@
+//! Images: turns an image reference into a root filesystem on this host
+//! (DESIGN §6).
+//!
+//! - `dir:<rootfs>` is used in place.
+//! - `oci:<layout>[:<tag>]` and `oci-archive:<tar>[:<tag>]` are read by
+//!   [`oci`] (every blob checked against its digest), unpacked by
+//!   [`extract`] (nothing lands outside the target, whiteouts honoured)
+//!   into the content-addressed [`cache`], once per manifest digest, and
+//!   shared read-only by every actor of that image.
+//!
+//! Concurrent resolves of one image wait on a per-digest lock, so it is
+//! unpacked once. A resolved image is *pinned* until the caller drops it,
+//! so that [`ImageStore::remove`] cannot take a rootfs away between the
+//! resolve and the moment the actor's record names the digest.
+
+pub mod cache;
+pub mod extract;
+pub mod oci;
+pub mod user;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use atelet_api::ImageRef;
+use tokio::sync::OwnedMutexGuard;
+
+use self::cache::{EntryMeta, ImageCache, ENTRY_VERSION};
+use self::extract::{apply_layer, ExtractError, LayerStats};
+use self::oci::{ConfigFile, Descriptor, Digest, ImageSource, OciError};
+use crate::locks::KeyedLocks;
+use crate::store::now_rfc3339;
+
+/// Errors of the image layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The reference does not name something usable on this host.
+    #[error("image {reference}: {message}")]
+    Invalid {
+        /// As given.
+        reference: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The image is malformed, incomplete or fails a digest check.
+    #[error("image {reference}: {source}")]
+    Oci {
+        /// As given.
+        reference: String,
+        /// What is wrong.
+        source: OciError,
+    },
+    /// A layer could not be applied (see [`extract`] for the policy).
+    #[error("image {reference}: layer {layer}: {source}")]
+    Extract {
+        /// As given.
+        reference: String,
+        /// Position of the layer, base = 0.
+        layer: usize,
+        /// What happened.
+        source: ExtractError,
+    },
+    /// No cache entry has this digest.
+    #[error("image {0} is not in the cache")]
+    NotFound(String),
+    /// The image is used by actors (or by an operation in flight).
+    #[error("image {digest} is in use by {}", users.join(", "))]
+    InUse {
+        /// The image.
+        digest: String,
+        /// Who uses it.
+        users: Vec<String>,
+    },
+    /// The cache directory could not be read or written.
+    #[error("image cache: {context}: {source}")]
+    Cache {
+        /// What the daemon was doing.
+        context: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+fn cache_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
+    let context = context.into();
+    move |source| ImageError::Cache { context, source }
+}
+
+/// Defaults an image provides for what a container spec leaves out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// Entrypoint + Cmd.
+    pub command: Vec<String>,
+    /// `NAME=value` entries.
+    pub env: Vec<String>,
+    /// WorkingDir.
+    pub working_dir: Option<String>,
+    /// User, resolved to a uid.
+    pub uid: Option<u32>,
+    /// User's group, resolved to a gid.
+    pub gid: Option<u32>,
+}
+
+/// A reference resolved to something runsc can use.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// The root filesystem directory.
+    pub rootfs: PathBuf,
+    /// Defaults from the image.
+    pub config: ImageConfig,
+    /// The manifest digest (`sha256:…`) of a cached image; `None` for `dir:`.
+    pub digest: Option<String>,
+    /// Keeps the cache entry from removal while held.
+    _pin: Option<Arc<Pin>>,
+}
+
+/// One hold on a cache entry; see [`ImageStore`].
+#[derive(Debug)]
+struct Pin {
+    digest: String,
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pins.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.digest);
+            }
+        }
+    }
+}
+
+/// The per-digest lock, held across a removal and the caller's check of
+/// who uses the image.
+#[derive(Debug)]
+pub struct ImageLock {
+    digest: Digest,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl ImageLock {
+    /// The locked image's digest, `sha256:…`.
+    pub fn digest(&self) -> String {
+        self.digest.to_string()
+    }
+}
+
+/// A cache entry as listed.
+pub type CachedImage = EntryMeta;
+
+/// Resolves image references; owns the image cache.
+#[derive(Debug)]
+pub struct ImageStore {
+    cache: Arc<ImageCache>,
+    locks: KeyedLocks,
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+    unpacks: AtomicU64,
+}
+
+impl ImageStore {
+    /// Opens the cache at `root` (`<state>/images`), removing what an
+    /// interrupted unpack left.
+    pub fn open(root: PathBuf) -> Result<ImageStore, ImageError> {
+        let (cache, removed) = ImageCache::open(root.clone())
+            .map_err(cache_err(format!("opening {}", root.display())))?;
+        for path in removed {
+            tracing::warn!(path = %path.display(), "removed an interrupted image unpack");
+        }
+        Ok(ImageStore {
+            cache: Arc::new(cache),
+            locks: KeyedLocks::default(),
+            pins: Arc::default(),
+            unpacks: AtomicU64::new(0),
+        })
+    }
+
+    /// Resolves `reference` to a root filesystem, unpacking an OCI image
+    /// into the cache unless it is there already.
+    pub async fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+        let invalid = |message: String| ImageError::Invalid {
+            reference: reference.to_string(),
+            message,
+        };
+        let (source, tag) = match ImageRef::parse(reference).map_err(invalid)? {
+            ImageRef::Dir { path } => return resolve_dir(reference, &path),
+            ImageRef::OciLayout { path, tag } => (Source::Layout(PathBuf::from(path)), tag),
+            ImageRef::OciArchive { path, tag } => (Source::Archive(PathBuf::from(path)), tag),
+        };
+        let oci_err = |source| ImageError::Oci {
+            reference: reference.to_string(),
+            source,
+        };
+        let (source, desc) = blocking(move || {
+            let source = match source {
+                Source::Layout(p) => ImageSource::open_layout(&p),
+                Source::Archive(p) => ImageSource::open_archive(&p),
+            }?;
+            let desc = source.select_manifest(tag.as_deref())?;
+            Ok::<_, OciError>((source, desc))
+        })
+        .await?
+        .map_err(oci_err)?;
+        let digest = Digest::parse(&desc.digest).map_err(oci_err)?;
+
+        let _lock = self.locks.lock(digest.hex()).await;
+        let meta = match self.cache.get(&digest) {
+            Ok(Some(mut meta)) => {
+                tracing::info!(digest = %digest, reference, "image cache hit");
+                if !meta.references.iter().any(|r| r == reference) {
+                    meta.references.push(reference.to_string());
+                    self.cache
+                        .update(&meta, &digest)
+                        .map_err(cache_err(format!("recording a reference to {digest}")))?;
+                }
+                meta
+            }
+            found => {
+                if let Err(e) = found {
+                    tracing::warn!(digest = %digest, error = %e, "unreadable image cache entry: unpacking again");
+                    self.cache
+                        .remove(&digest)
+                        .map_err(cache_err(format!("removing {digest}")))?;
+                }
+                let cache = self.cache.clone();
+                let reference = reference.to_string();
+                self.unpacks.fetch_add(1, Ordering::Relaxed);
+                blocking(move || unpack(&cache, &source, &desc, &reference)).await??
+            }
+        };
+        self.cached_image(reference, &digest, &meta)
+    }
+
+    /// A cache entry as a resolved image, pinned. Called with the digest's
+    /// lock held.
+    fn cached_image(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        meta: &EntryMeta,
+    ) -> Result<ResolvedImage, ImageError> {
+        let rootfs = self.cache.rootfs(digest);
+        let config =
+            image_config(&meta.config, &rootfs).map_err(|message| ImageError::Invalid {
+                reference: reference.to_string(),
+                message,
+            })?;
+        Ok(ResolvedImage {
+            rootfs,
+            config,
+            digest: Some(digest.to_string()),
+            _pin: Some(self.pin(digest)),
+        })
+    }
+
+    /// Resolves the image an actor was created with: the cache entry of
+    /// `digest` when it is there, else `reference`, which must still name
+    /// that digest (a snapshot must resume on the rootfs it was taken on).
+    pub async fn resolve_recorded(
+        &self,
+        reference: &str,
+        digest: Option<&str>,
+    ) -> Result<ResolvedImage, ImageError> {
+        let Some(recorded) = digest else {
+            return self.resolve(reference).await;
+        };
+        let d = Digest::parse(recorded).map_err(|source| ImageError::Oci {
+            reference: reference.to_string(),
+            source,
+        })?;
+        {
+            let _lock = self.locks.lock(d.hex()).await;
+            if let Ok(Some(meta)) = self.cache.get(&d) {
+                return self.cached_image(reference, &d, &meta);
+            }
+        }
+        let image = self.resolve(reference).await?;
+        if image.digest.as_deref() != Some(recorded) {
+            return Err(ImageError::Invalid {
+                reference: reference.to_string(),
+                message: format!(
+                    "the actor was created from image {recorded}, which is no longer cached, and the reference now names {}",
+                    image.digest.as_deref().unwrap_or("a directory")
+                ),
+            });
+        }
+        Ok(image)
+    }
+
+    /// Unpacks started since the daemon started (a cache miss each).
+    pub fn unpack_count(&self) -> u64 {
+        self.unpacks.load(Ordering::Relaxed)
+    }
+
+    fn pin(&self, digest: &Digest) -> Arc<Pin> {
+        let key = digest.to_string();
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        *pins.entry(key.clone()).or_default() += 1;
+        Arc::new(Pin {
+            digest: key,
+            pins: self.pins.clone(),
+        })
+    }
+
+    /// The cache entries, by digest.
+    pub fn list(&self) -> Result<Vec<CachedImage>, ImageError> {
+        self.cache.list().map_err(cache_err("listing"))
+    }
+
+    /// Takes the lock of one image (a malformed digest is refused).
+    pub async fn lock(&self, digest: &str) -> Result<ImageLock, ImageError> {
+        let digest = Digest::parse(digest).map_err(|source| ImageError::Oci {
+            reference: digest.to_string(),
+            source,
+        })?;
+        let guard = self.locks.lock(digest.hex()).await;
+        Ok(ImageLock {
+            digest,
+            _guard: guard,
+        })
+    }
+
+    /// Removes a cache entry; the caller has checked under `lock` that no
+    /// actor uses it. Refused while an operation in flight holds it.
+    pub fn remove(&self, lock: &ImageLock) -> Result<(), ImageError> {
+        let key = lock.digest.to_string();
+        let pinned = self
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied()
+            .unwrap_or(0);
+        if pinned > 0 {
+            return Err(ImageError::InUse {
+                digest: key,
+                users: vec![format!("{pinned} operation(s) in progress")],
+            });
+        }
+        if !self
+            .cache
+            .remove(&lock.digest)
+            .map_err(cache_err(format!("removing {key}")))?
+        {
+            return Err(ImageError::NotFound(key));
+        }
+        self.locks.forget(lock.digest.hex());
+        tracing::info!(digest = %key, "image removed from the cache");
+        Ok(())
+    }
+}
+
+enum Source {
+    Layout(PathBuf),
+    Archive(PathBuf),
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ImageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ImageError::Cache {
+            context: "image task".to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })
+}
+
+fn resolve_dir(reference: &str, path: &str) -> Result<ResolvedImage, ImageError> {
+    let invalid = |message: String| ImageError::Invalid {
+        reference: reference.to_string(),
+        message,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(ResolvedImage {
+            rootfs: PathBuf::from(path),
+            config: ImageConfig::default(),
+            digest: None,
+            _pin: None,
+        }),
+        Ok(_) => Err(invalid(format!("{path} is not a directory"))),
+        Err(e) => Err(invalid(format!("{path}: {e}"))),
+    }
+}
+
+/// Reads, checks and unpacks the image `desc` names into a new cache entry.
+/// Blocking.
+fn unpack(
+    cache: &ImageCache,
+    source: &ImageSource,
+    desc: &Descriptor,
+    reference: &str,
+) -> Result<EntryMeta, ImageError> {
+    let t0 = Instant::now();
+    let oci_err = |source| ImageError::Oci {
+        reference: reference.to_string(),
+        source,
+    };
+    let image = source.load(desc).map_err(oci_err)?;
+    let pending = cache
+        .begin(&image.digest)
+        .map_err(cache_err(format!("starting to unpack {}", image.digest)))?;
+    let rootfs = pending.rootfs();
+    let mut stats = LayerStats::default();
+    for layer in &image.layers {
+        let mut stream = source.open_layer(layer).map_err(oci_err)?;
+        stats += apply_layer(&rootfs, &mut stream).map_err(|source| ImageError::Extract {
+            reference: reference.to_string(),
+            layer: layer.index,
+            source,
+        })?;
+        stream.finish().map_err(oci_err)?;
+    }
+    let unpack_ms = t0.elapsed().as_millis() as u64;
+    let meta = EntryMeta {
+        version: ENTRY_VERSION,
+        digest: image.digest.to_string(),
+        references: vec![reference.to_string()],
+        created_at: now_rfc3339(),
+        unpack_ms,
+        layers: image.layers.len(),
+        size_bytes: stats.bytes,
+        config: image.config,
+    };
+    cache
+        .commit(pending, &meta)
+        .map_err(cache_err(format!("committing {}", image.digest)))?;
+    tracing::info!(
+        digest = %image.digest,
+        reference,
+        layers = image.layers.len(),
+        files = stats.files,
+        bytes = stats.bytes,
+        skipped_devices = stats.skipped,
+        whiteouts = stats.whiteouts,
+        duration_ms = t0.elapsed().as_millis() as u64,
+        "image unpacked"
+    );
+    Ok(meta)
+}
+
+/// The container defaults of an image config, its User resolved against
+/// the unpacked rootfs.
+fn image_config(config: &ConfigFile, rootfs: &Path) -> Result<ImageConfig, String> {
+    let exec = config.config.clone().unwrap_or_default();
+    let mut command = exec.entrypoint.unwrap_or_default();
+    command.extend(exec.cmd.unwrap_or_default());
+    let (uid, gid) = user::resolve_user(rootfs, exec.user.as_deref().unwrap_or(""))?;
+    let working_dir = exec.working_dir.filter(|w| !w.is_empty()).map(|w| {
+        if w.starts_with('/') {
+            w
+        } else {
+            format!("/{w}")
+        }
+    });
+    Ok(ImageConfig {
+        command,
+        env: exec.env.unwrap_or_default(),
+        working_dir,
+        uid,
+        gid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use std::io::Write;
+
+    /// A layer: its blob, media type and uncompressed tar.
+    struct TestLayer {
+        blob: Vec<u8>,
+        media_type: &'static str,
+        tar: Vec<u8>,
+    }
+
+    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, data.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(parts: &[&[u8]]) -> Vec<u8> {
+        // One gzip member per part: readers must take them all.
+        parts
+            .iter()
+            .flat_map(|p| {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(p).unwrap();
+                e.finish().unwrap()
+            })
+            .collect()
+    }
+
+    fn zstd(parts: &[&[u8]]) -> Vec<u8> {
+        // One frame per part, with a skippable frame between them.
+        let mut out = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+                out.extend_from_slice(&3u32.to_le_bytes());
+                out.extend_from_slice(b"skp");
+            }
+            out.extend(ruzstd::encoding::compress_to_vec(
+                *p,
+                ruzstd::encoding::CompressionLevel::Fastest,
+            ));
+        }
+        out
+    }
+
+    fn layer(kind: &str, files: &[(&str, &str)]) -> TestLayer {
+        let tar = tar_of(files);
+        let (a, b) = tar.split_at(tar.len() / 2);
+        let (blob, media_type) = match kind {
+            "gzip" => (gzip(&[a, b]), "application/vnd.oci.image.layer.v1.tar+gzip"),
+            "zstd" => (zstd(&[a, b]), "application/vnd.oci.image.layer.v1.tar+zstd"),
+            _ => (tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
+        };
+        TestLayer {
+            blob,
+            media_type,
+            tar,
+        }
+    }
+
+    fn put_blob(layout: &Path, bytes: &[u8]) -> Value {
+        let d = Digest::of(bytes);
+        std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+        std::fs::write(layout.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+        json!({"digest": d.to_string(), "size": bytes.len()})
+    }
+
+    fn descriptor(media_type: &str, mut d: Value) -> Value {
+        d["mediaType"] = json!(media_type);
+        d
+    }
+
+    /// Writes an image into the layout at `dir` (adding to its index) and
+    /// gives the manifest digest.
+    fn write_image(dir: &Path, tag: &str, layers: &[TestLayer], exec: Value) -> String {
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|l| Digest::of(&l.tar).to_string())
+            .collect();
+        let config = serde_json::to_vec(&json!({
+            "architecture": oci::host_architecture(), "os": "linux",
+            "config": exec,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}
+        }))
+        .unwrap();
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": oci::media_type::OCI_MANIFEST,
+            "config": descriptor(oci::media_type::OCI_CONFIG, put_blob(dir, &config)),
+            "layers": layers.iter().map(|l| descriptor(l.media_type, put_blob(dir, &l.blob))).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let mut m = descriptor(oci::media_type::OCI_MANIFEST, put_blob(dir, &manifest));
+        m["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let mut index: Value = std::fs::read(dir.join("index.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| json!({"schemaVersion": 2, "manifests": []}));
+        index["manifests"].as_array_mut().unwrap().push(m.clone());
+        std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        m["digest"].as_str().unwrap().to_string()
+    }
+
+    /// Three layers, one per compression, the top one whiting out.
+    fn busy_image(dir: &Path) -> String {
+        write_image(
+            dir,
+            "latest",
+            &[
+                layer(
+                    "gzip",
+                    &[
+                        (
+                            "etc/passwd",
+                            "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
+                        ),
+                        ("bin/tool", "v1"),
+                        ("old/file", "gone soon"),
+                    ],
+                ),
+                layer("zstd", &[("bin/tool", "v2"), ("srv/data", "d")]),
+                layer("none", &[(".wh.old", ""), ("srv/more", "m")]),
+            ],
+            json!({"Entrypoint": ["/bin/tool"], "Cmd": ["--serve"], "Env": ["A=1"],
+                   "WorkingDir": "srv", "User": "app"}),
+        )
+    }
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        store: ImageStore,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(tmp.path().join("state/images")).unwrap();
+        Fixture { tmp, store }
+    }
+
+    impl Fixture {
+        fn layout(&self) -> PathBuf {
+            self.tmp.path().join("layout")
+        }
+        fn tmp_entries(&self) -> usize {
+            std::fs::read_dir(self.tmp.path().join("state/images/tmp"))
+                .unwrap()
+                .count()
+        }
+    }
+
+    #[tokio::test]
+    async fn gzip_zstd_and_plain_layers_unpack_with_whiteouts_and_defaults() {
+        let f = fixture();
+        let digest = busy_image(&f.layout());
+        let r = format!("oci:{}:latest", f.layout().display());
+        let img = f.store.resolve(&r).await.unwrap();
+        assert_eq!(img.digest.as_deref(), Some(digest.as_str()));
+        let read = |p: &str| std::fs::read_to_string(img.rootfs.join(p)).unwrap();
+        assert_eq!(read("bin/tool"), "v2");
+        assert_eq!(read("srv/data"), "d");
+        assert_eq!(read("srv/more"), "m");
+        assert!(!img.rootfs.join("old").exists());
+        assert_eq!(
+            img.config,
+            ImageConfig {
+                command: vec!["/bin/tool".into(), "--serve".into()],
+                env: vec!["A=1".into()],
+                working_dir: Some("/srv".into()),
+                uid: Some(1000),
+                gid: Some(1000),
+            }
+        );
+        let list = f.store.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].digest, digest);
+        assert_eq!(list[0].layers, 3);
+        assert_eq!(list[0].references, [r]);
+        assert_eq!(f.tmp_entries(), 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_resolves_unpack_once_and_an_archive_shares_the_entry() {
+        let f = fixture();
+        busy_image(&f.layout());
+        let r = format!("oci:{}", f.layout().display());
+        let archive = f.tmp.path().join("image.tar");
+        let layout = f.layout();
+        let store = Arc::new(f.store);
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, r) = (store.clone(), r.clone());
+                tokio::spawn(async move { store.resolve(&r).await.unwrap().rootfs })
+            })
+            .collect();
+        let mut roots = Vec::new();
+        for t in tasks {
+            roots.push(t.await.unwrap());
+        }
+        roots.dedup();
+        assert_eq!(roots.len(), 1);
+        assert_eq!(store.unpack_count(), 1);
+
+        // The same image as a tar of the layout: same digest, no unpack.
+        let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+        b.append_dir_all(".", &layout).unwrap();
+        b.finish().unwrap();
+        let a = format!("oci-archive:{}:latest", archive.display());
+        let img = store.resolve(&a).await.unwrap();
+        assert_eq!(img.rootfs, roots[0]);
+        assert_eq!(store.unpack_count(), 1);
+        assert_eq!(store.list().unwrap()[0].references, [r, a]);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_layer_is_refused_and_leaves_nothing() {
+        let f = fixture();
+        busy_image(&f.layout());
+        // Swap the zstd layer's content for other bytes of the same size.
+        let blobs = f.layout().join("blobs/sha256");
+        let zstd_blob = std::fs::read_dir(&blobs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                std::fs::read(p)
+                    .unwrap()
+                    .starts_with(&0xFD2F_B528u32.to_le_bytes())
+            })
+            .unwrap();
+        let mut bytes = std::fs::read(&zstd_blob).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&zstd_blob, bytes).unwrap();
+        let err = f
+            .store
+            .resolve(&format!("oci:{}", f.layout().display()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ImageError::Oci { .. }), "{err}");
+        assert!(err.to_string().contains("layer 1"), "{err}");
+        assert!(f.store.list().unwrap().is_empty());
+        assert_eq!(f.tmp_entries(), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_references_name_the_problem() {
+        let f = fixture();
+        let layout = f.layout();
+        busy_image(&layout);
+        write_image(&layout, "v2", &[layer("gzip", &[("x", "x")])], json!({}));
+        let msg = |r: String| {
+            let store = &f.store;
+            async move { store.resolve(&r).await.unwrap_err().to_string() }
+        };
+        let l = layout.display();
+        assert!(msg(format!("oci:{l}")).await.contains("several manifests"));
+        assert!(msg(format!("oci:{l}:nope")).await.contains("latest, v2"));
+        assert!(msg(format!("oci:{l}/missing"))
+            .await
+            .contains("No such file"));
+        assert!(msg(format!("oci-archive:{l}")).await.contains("directory"));
+        assert!(msg("oci:relative".into()).await.contains("absolute"));
+
+        // A media type this daemon does not unpack.
+        let other = f.tmp.path().join("other");
+        let mut l1 = layer("none", &[("x", "x")]);
+        l1.media_type = "application/vnd.oci.image.layer.v1.tar+bzip2";
+        write_image(&other, "latest", &[l1], json!({}));
+        let m = msg(format!("oci:{}", other.display())).await;
+        assert!(
+            m.contains("tar+bzip2") && m.contains("not supported"),
+            "{m}"
+        );
+        assert_eq!(f.tmp_entries(), 0);
+    }
+
+    #[tokio::test]
+    async fn removal_waits_for_pins_and_stale_unpacks_go_at_open() {
+        let f = fixture();
+        let digest = busy_image(&f.layout());
+        let img = f
+            .store
+            .resolve(&format!("oci:{}", f.layout().display()))
+            .await
+            .unwrap();
+        let lock = f.store.lock(&digest).await.unwrap();
+        assert!(matches!(
+            f.store.remove(&lock),
+            Err(ImageError::InUse { .. })
+        ));
+        drop(img);
+        f.store.remove(&lock).unwrap();
+        assert!(matches!(
+            f.store.remove(&lock),
+            Err(ImageError::NotFound(_))
+        ));
+        drop(lock);
+        assert!(f.store.list().unwrap().is_empty());
+        assert!(f.store.lock("sha256:nothex").await.is_err());
+
+        // An unpack a crash interrupted is removed when the cache opens.
+        let stale = f.tmp.path().join("state/images/tmp/unpack-x-0/rootfs");
+        std::fs::create_dir_all(&stale).unwrap();
+        ImageStore::open(f.tmp.path().join("state/images")).unwrap();
+        assert_eq!(f.tmp_entries(), 0);
+    }
+}
