@@ -124,6 +124,9 @@ pub fn build_spec(input: &BundleInput<'_>, identity_dir: &Path) -> Result<Spec, 
         )));
     }
 
+    // The image's Env, then the spec's; a spec variable replaces the
+    // image's of the same name in place (a duplicate would leave which one
+    // a program sees to its libc).
     let mut env: Vec<String> = Vec::new();
     let image_sets_path = input.image.env.iter().any(|e| e.starts_with("PATH="));
     let spec_sets_path = c.env.iter().any(|e| e.name == "PATH");
@@ -131,7 +134,14 @@ pub fn build_spec(input: &BundleInput<'_>, identity_dir: &Path) -> Result<Spec, 
         env.push(DEFAULT_PATH.to_string());
     }
     env.extend(input.image.env.iter().cloned());
-    env.extend(c.env.iter().map(|e| format!("{}={}", e.name, e.value)));
+    for e in &c.env {
+        let entry = format!("{}={}", e.name, e.value);
+        let prefix = format!("{}=", e.name);
+        match env.iter_mut().find(|x| x.starts_with(&prefix)) {
+            Some(x) => *x = entry,
+            None => env.push(entry),
+        }
+    }
 
     let cwd = c
         .working_dir
@@ -326,19 +336,22 @@ mod tests {
     }
 
     fn spec_for(c: &Container) -> Result<Spec, BundleError> {
+        spec_with_image(c, &ImageConfig::default())
+    }
+
+    fn spec_with_image(c: &Container, image: &ImageConfig) -> Result<Spec, BundleError> {
         let template = TemplateRef {
             namespace: "default".into(),
             name: "t".into(),
         };
         let volumes = HashMap::new();
-        let image = ImageConfig::default();
         build_spec(
             &BundleInput {
                 actor_id: "a1",
                 template: &template,
                 container: c,
                 rootfs: Path::new("/srv/rootfs"),
-                image: &image,
+                image,
                 volumes: &volumes,
             },
             Path::new("/state/bundles/a1/identity"),
@@ -450,5 +463,46 @@ mod tests {
             .collect();
         assert_eq!(ns, ["pid", "ipc", "uts", "mount", "network"]);
         assert!(v["linux"].get("resources").is_none());
+    }
+
+    #[test]
+    fn image_defaults_fill_what_the_spec_leaves_out_and_the_spec_wins() {
+        let image = ImageConfig {
+            command: vec!["/entry".into(), "--cmd".into()],
+            env: vec!["PATH=/img/bin".into(), "A=image".into(), "B=image".into()],
+            working_dir: Some("/work".into()),
+            uid: Some(1000),
+            gid: Some(1001),
+        };
+        let bare: Container =
+            serde_json::from_value(json!({"name": "app", "image": "oci:/l"})).unwrap();
+        let v = serde_json::to_value(spec_with_image(&bare, &image).unwrap()).unwrap();
+        assert_eq!(v["process"]["args"], json!(["/entry", "--cmd"]));
+        assert_eq!(
+            v["process"]["env"],
+            json!(["PATH=/img/bin", "A=image", "B=image"])
+        );
+        assert_eq!(v["process"]["cwd"], "/work");
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(v["process"]["user"]["gid"], 1001);
+
+        let given: Container = serde_json::from_value(json!({
+            "name": "app", "image": "oci:/l", "command": ["/bin/sh"],
+            "env": [{"name": "B", "value": "spec"}, {"name": "C", "value": "spec"}],
+            "workingDir": "/tmp",
+            "securityContext": {"runAsUser": 7}
+        }))
+        .unwrap();
+        let v = serde_json::to_value(spec_with_image(&given, &image).unwrap()).unwrap();
+        assert_eq!(v["process"]["args"], json!(["/bin/sh"]));
+        assert_eq!(
+            v["process"]["env"],
+            json!(["PATH=/img/bin", "A=image", "B=spec", "C=spec"])
+        );
+        assert_eq!(v["process"]["cwd"], "/tmp");
+        // runAsUser wins over the image's User; the image's group stays
+        // unless runAsGroup is given too.
+        assert_eq!(v["process"]["user"]["uid"], 7);
+        assert_eq!(v["process"]["user"]["gid"], 1001);
     }
 }
