@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use atelet_api::{
-    Actor, ActorList, ActorStatus, CreateActorRequest, ErrorBody, ErrorCode, Event, Health,
+    Actor, ActorList, ActorStatus, CreateActorRequest, ErrorBody, ErrorCode, Event, Health, Image,
+    ImageList,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -260,6 +261,19 @@ impl Client {
             .call(Method::GET, &format!("/v1/actors/{id}/logs"), None)
             .await?
             .body)
+    }
+
+    /// `GET /v1/images`: the node's image cache.
+    pub async fn images(&self) -> Result<Vec<Image>, ClientError> {
+        let list: ImageList = self.json(Method::GET, "/v1/images", None).await?;
+        Ok(list.images)
+    }
+
+    /// `DELETE /v1/images/{digest}`: removes an unused image from the cache.
+    pub async fn delete_image(&self, digest: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &format!("/v1/images/{digest}"), None)
+            .await
+            .map(|_| ())
     }
 
     /// `GET /v1/events?since=N&follow=false`: the logged events after `since`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use atelet_api::{ActorList, CreateActorRequest, ErrorCode};
+use atelet_api::{ActorList, CreateActorRequest, ErrorCode, ImageList};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
@@ -118,10 +118,17 @@ async fn dispatch<R: Runtime>(
         }
         Route::DeleteActor(id) => {
             svc.delete(&id).await?;
-            Ok(Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(Full::new(Bytes::new()).boxed())
-                .unwrap_or_else(|_| internal_response()))
+            Ok(no_content())
+        }
+        Route::ListImages => Ok(json(
+            StatusCode::OK,
+            &ImageList {
+                images: svc.list_images()?,
+            },
+        )),
+        Route::DeleteImage(digest) => {
+            svc.delete_image(&digest).await?;
+            Ok(no_content())
         }
         Route::Logs { id, follow } => logs(svc, id, follow).await,
         Route::Events { since, follow } => events(svc, since, follow),
@@ -219,6 +226,14 @@ pub fn error_response(e: &ApiError) -> Response<ResponseBody> {
         "application/json",
         Full::new(Bytes::from(bytes)).boxed(),
     )
+}
+
+/// 204, no body.
+fn no_content() -> Response<ResponseBody> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_else(|_| internal_response())
 }
 
 fn internal_response() -> Response<ResponseBody> {

@@ -46,6 +46,10 @@ pub enum Route {
     },
     /// `GET /metrics`.
     Metrics,
+    /// `GET /v1/images`.
+    ListImages,
+    /// `DELETE /v1/images/{digest}`.
+    DeleteImage(String),
     /// `GET /v1/events[?since=N][&follow=false]`.
     Events {
         /// Replay events after this sequence number first.
@@ -60,7 +64,7 @@ impl Route {
     pub fn is_mutation(&self) -> bool {
         matches!(
             self,
-            Route::CreateActor | Route::Act(..) | Route::DeleteActor(_)
+            Route::CreateActor | Route::Act(..) | Route::DeleteActor(_) | Route::DeleteImage(_)
         )
     }
 }
@@ -119,6 +123,10 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
                     follow,
                 },
             )?
+        }
+        (&Method::GET, ["images"]) => params.only(&[], Route::ListImages)?,
+        (&Method::DELETE, ["images", digest]) => {
+            params.only(&[], Route::DeleteImage(digest.to_string()))?
         }
         (&Method::GET, ["events"]) => {
             let since = params
@@ -222,6 +230,11 @@ mod tests {
                 follow: true
             })
         );
+        assert_eq!(r(Method::GET, "/v1/images", None), Ok(Route::ListImages));
+        assert_eq!(
+            r(Method::DELETE, "/v1/images/sha256:ab12", None),
+            Ok(Route::DeleteImage("sha256:ab12".into()))
+        );
         assert_eq!(
             r(Method::GET, "/v1/events", Some("since=5&follow=false")),
             Ok(Route::Events {
@@ -246,6 +259,10 @@ mod tests {
             Err(ErrorCode::NotFound)
         );
         assert_eq!(r(Method::GET, "/", None), Err(ErrorCode::NotFound));
+        assert_eq!(
+            r(Method::POST, "/v1/images", None),
+            Err(ErrorCode::NotFound)
+        );
     }
 
     proptest::proptest! {
