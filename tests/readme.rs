@@ -38,7 +38,19 @@ fn run(d: &Daemon, script: &str, strict: bool) -> String {
     let cwd = d.dir.join("checkout");
     std::fs::create_dir_all(cwd.join(".atelet/rootfs")).unwrap();
     let _ = std::os::unix::fs::symlink(&d.socket, cwd.join(".atelet/atelet.sock"));
-    let _ = std::os::unix::fs::symlink(rootfs(), cwd.join(".atelet/rootfs/busybox"));
+    // A copy, not a link: the image example packs it with umoci, which
+    // would pack a link as a link.
+    let demo = cwd.join(".atelet/rootfs/busybox");
+    if !demo.exists() {
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(rootfs())
+            .arg(&demo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "copying the demo rootfs");
+    }
     // In strict mode every curl must succeed (2xx); output goes on separate lines.
     let prelude = if strict {
         "set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; echo; }\n"
@@ -162,5 +174,34 @@ async fn the_atectl_examples_run_as_written() {
         out.contains("  counter-1  SUSPENDED -> RESUMING  "),
         "{out}"
     );
+    assert!(d.client.list(None).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_examples_run_as_written() {
+    let d = Daemon::start();
+    // Not strict: one example answers 409 on purpose.
+    let out = run(&d, &block("images"), false);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let running = lines.iter().filter(|v| v["status"] == "RUNNING").count();
+    assert_eq!(running, 2, "two actors created and running: {out}");
+    let listed: Vec<&serde_json::Value> = lines.iter().filter(|v| v["images"].is_array()).collect();
+    assert_eq!(listed.len(), 2, "{out}");
+    assert_eq!(
+        listed[0]["images"][0]["actors"],
+        serde_json::json!(["hello-1", "hello-2"]),
+        "{out}"
+    );
+    assert_eq!(listed[1]["images"], serde_json::json!([]), "{out}");
+    let codes: Vec<&str> = lines
+        .iter()
+        .filter_map(|v| v["error"]["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["Conflict"], "{out}");
+    let unpacks = d.log().matches("\"message\":\"image unpacked\"").count();
+    assert_eq!(unpacks, 1, "{}", d.log());
     assert!(d.client.list(None).await.unwrap().is_empty());
 }
