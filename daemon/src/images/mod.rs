@@ -427,6 +427,7 @@ fn unpack(
         size_bytes: stats.bytes,
         config: image.config,
     };
+    let t_commit = Instant::now();
     cache
         .commit(pending, &meta)
         .map_err(cache_err(format!("committing {}", image.digest)))?;
@@ -438,6 +439,7 @@ fn unpack(
         bytes = stats.bytes,
         skipped_devices = stats.skipped,
         whiteouts = stats.whiteouts,
+        commit_ms = t_commit.elapsed().as_millis() as u64,
         duration_ms = t0.elapsed().as_millis() as u64,
         "image unpacked"
     );
