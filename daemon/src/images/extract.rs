@@ -108,6 +108,7 @@ pub fn apply_layer<R: Read>(root: &Path, layer: &mut R) -> Result<LayerStats, Ex
         written: HashSet::new(),
         stats: LayerStats::default(),
         chown: nix::unistd::geteuid().is_root(),
+        buf: vec![0; 64 * 1024],
     };
     for entry in archive.entries().map_err(ExtractError::Read)? {
         let mut entry = entry.map_err(ExtractError::Read)?;
@@ -227,6 +228,8 @@ struct Applier<'a> {
     written: HashSet<PathBuf>,
     stats: LayerStats,
     chown: bool,
+    /// For copying file contents.
+    buf: Vec<u8>,
 }
 
 /// Owner, mode and mtime of an entry.
@@ -342,13 +345,12 @@ impl Applier<'_> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&abs)
             .map_err(werr)?;
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = data.read(&mut buf).map_err(Refusal::Read)?;
+            let n = data.read(&mut self.buf).map_err(Refusal::Read)?;
             if n == 0 {
                 break;
             }
-            f.write_all(&buf[..n]).map_err(werr)?;
+            f.write_all(&self.buf[..n]).map_err(werr)?;
             self.stats.bytes += n as u64;
         }
         self.set_meta(&f, meta).map_err(werr)?;
