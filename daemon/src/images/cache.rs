@@ -16,7 +16,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -161,7 +161,10 @@ impl ImageCache {
             digest: digest.clone(),
             committed: false,
         };
-        fs::DirBuilder::new().mode(0o755).create(pending.rootfs())?;
+        let rootfs = pending.rootfs();
+        fs::DirBuilder::new().mode(0o755).create(&rootfs)?;
+        // Whatever the daemon's umask: the sandbox's users traverse it.
+        fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755))?;
         Ok(pending)
     }
 

@@ -180,9 +180,12 @@ pub fn resolve_in_root(
             Ok(_) => return Err(ResolveError::NotADirectory(next)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => match created.as_deref_mut() {
                 Some(created) => {
+                    // Explicitly 0755 whatever the daemon's umask: the
+                    // sandbox's users must be able to traverse it.
                     fs::DirBuilder::new()
                         .mode(0o755)
                         .create(&abs)
+                        .and_then(|()| fs::set_permissions(&abs, fs::Permissions::from_mode(0o755)))
                         .map_err(|e| ResolveError::Io(next.clone(), e))?;
                     created.insert(next.clone());
                     cur = next;
