@@ -346,7 +346,8 @@ pub struct Image {
     /// The manifest digest, `sha256:…`: the cache key and what
     /// `DELETE /v1/images/{digest}` takes.
     pub digest: String,
-    /// The references that resolved to this image on this node, first first.
+    /// The references that resolved to this image on this node, oldest
+    /// first (the 32 newest are kept).
     pub references: Vec<String>,
     /// Bytes of the regular files in the unpacked rootfs.
     pub size_bytes: u64,

@@ -33,6 +33,10 @@ use self::oci::{ConfigFile, Descriptor, Digest, ImageSource, OciError};
 use crate::locks::KeyedLocks;
 use crate::store::now_rfc3339;
 
+/// References remembered per cache entry (the newest; each layout or
+/// archive path that named the image counts once).
+const MAX_REFERENCES: usize = 32;
+
 /// Errors of the image layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -213,6 +217,8 @@ impl ImageStore {
                 tracing::info!(digest = %digest, reference, "image cache hit");
                 if !meta.references.iter().any(|r| r == reference) {
                     meta.references.push(reference.to_string());
+                    let excess = meta.references.len().saturating_sub(MAX_REFERENCES);
+                    meta.references.drain(..excess);
                     self.cache
                         .update(&meta, &digest)
                         .map_err(cache_err(format!("recording a reference to {digest}")))?;
