@@ -341,13 +341,20 @@ async fn a_tampered_image_is_refused_with_400_and_leaves_nothing() {
             format!("oci:{}:nosuchtag", l.display()),
             "no manifest is tagged",
         ),
-        ("oci:/nonexistent/layout".to_string(), "No such file"),
+        (
+            format!("oci:{}", work_dir().join("no-such-layout").display()),
+            "No such file",
+        ),
     ] {
         let body = serde_json::to_vec(&image_actor("bad", &reference)).unwrap();
         let err = d.client.create_raw(body).await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
         assert!(err.to_string().contains(want), "{err}");
     }
+    // Outside the node's image_dirs: refused by the policy before any read.
+    let body = serde_json::to_vec(&image_actor("bad", "oci:/etc")).unwrap();
+    let err = d.client.create_raw(body).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
     assert!(d.client.list(None).await.unwrap().is_empty());
     assert!(d.client.images().await.unwrap().is_empty());
     assert!(

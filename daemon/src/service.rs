@@ -389,6 +389,9 @@ impl<R: Runtime> ActorService<R> {
                 "spec.containers: multi-container actors are not supported yet (one container per actor)".to_string(),
             ));
         }
+        // Before any image is read: image_dirs keeps the daemon from opening
+        // (and unpacking) host paths the node does not allow.
+        self.policy.check(&req, self.store.len())?;
         // Held (pinned) until the record names the image's digest.
         let mut images = Vec::new();
         for (i, c) in req.spec.containers.iter().enumerate() {
@@ -413,7 +416,6 @@ impl<R: Runtime> ActorService<R> {
         if self.store.contains(&req.id)? {
             return Err(ServiceError::AlreadyExists(req.id));
         }
-        self.policy.check(&req, self.store.len())?;
         let mut rec = ActorRecord::new(req.id, req.template, req.spec, now_rfc3339());
         rec.image_digest = images.first().and_then(|i| i.digest.clone());
         self.store.insert_new(&rec, "created").await?;
