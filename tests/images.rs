@@ -233,6 +233,12 @@ async fn oci_layout_actors_share_one_unpack_and_the_cache_is_managed_by_api() {
         .join(digest.strip_prefix("sha256:").unwrap())
         .join("rootfs");
     assert!(rootfs.join("bin/busybox").is_file());
+    // atectl shows the same cache: a short digest that rmi takes.
+    let short = &digest["sha256:".len()..][..12];
+    let table = d.atectl_ok(&["images"]);
+    let row = table.lines().nth(1).unwrap_or_default().to_string();
+    assert!(row.starts_with(short), "{table}");
+    assert!(row.ends_with(&reference), "{table}");
 
     // In use: 409, even while suspended.
     d.client.act("from-layout", "suspend").await.unwrap();
@@ -241,10 +247,12 @@ async fn oci_layout_actors_share_one_unpack_and_the_cache_is_managed_by_api() {
     assert!(err.to_string().contains("from-layout"), "{err}");
     let err = d.client.delete_image("sha256:nothex").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+    assert_eq!(d.atectl(&["rmi", short]).status.code(), Some(4));
 
     d.client.delete("from-layout").await.unwrap();
     d.client.delete("spec-wins").await.unwrap();
-    d.client.delete_image(&digest).await.unwrap();
+    assert_eq!(d.atectl_ok(&["rmi", short]), format!("{digest} removed\n"));
+    assert_eq!(d.atectl(&["rmi", short]).status.code(), Some(3));
     assert!(d.client.images().await.unwrap().is_empty());
     assert!(!rootfs.exists());
     let err = d.client.delete_image(&digest).await.unwrap_err();

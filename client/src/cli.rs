@@ -14,8 +14,9 @@ Exit status:
   0  success
   1  any other error (internal error, unexpected answer, local I/O)
   2  usage error (bad flags or arguments)
-  3  not found (no such actor)
-  4  conflict (the actor exists, or its status does not allow the operation)
+  3  not found (no such actor or image)
+  4  conflict (the actor exists, its status does not allow the operation,
+     or the image is in use)
   5  invalid (the daemon or atectl rejected the request or the -f file)
   6  unavailable (the daemon is unreachable, runsc is missing, the node is draining,
      or `health` found the node degraded)
@@ -40,8 +41,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands, one per operation of the API (more, such as `images`,
-/// come as variants here and modules in `commands`).
+/// The subcommands, one per operation of the API (a new one is a variant
+/// here and a function in `commands`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create an actor (and start it, unless --no-start).
@@ -103,6 +104,21 @@ Examples:
         /// Output format: a readable line, or the JSON line the daemon sent.
         #[arg(short, long, value_enum, default_value_t)]
         output: EventFormat,
+    },
+    /// List the node's image cache: DIGEST, SIZE, LAYERS, ACTORS, AGE, REFERENCE.
+    Images {
+        /// Output format (wide: full digests, unpack time, every actor and reference).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: ListFormat,
+    },
+    /// Remove an unused image from the node's image cache.
+    #[command(after_help = "\
+Examples:
+  atectl rmi sha256:2f0c…     (the full digest)
+  atectl rmi 2f0c9a1b         (a prefix of the hex that names one image)")]
+    Rmi {
+        /// The image's digest, or a unique prefix of its hex.
+        digest: String,
     },
     /// Check the daemon and its runsc (exit 6 when the node is degraded).
     Health {
@@ -318,6 +334,20 @@ mod tests {
             let e = parse(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn images_and_rmi_parse() {
+        let cli = parse(&["images", "-o", "wide"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Images {
+                output: ListFormat::Wide
+            }
+        ));
+        let cli = parse(&["rmi", "2f0c9a1b"]).unwrap();
+        assert!(matches!(cli.command, Command::Rmi { digest } if digest == "2f0c9a1b"));
+        assert_eq!(parse(&["rmi"]).unwrap_err().exit_code(), 2);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What each subcommand does: one function per verb, each a few calls into
-//! [`atectl::Client`] and a rendering from [`crate::output`]. New verbs
-//! (`images`, …) get a variant in [`crate::cli::Command`] and a function here.
+//! [`atectl::Client`] and a rendering from [`crate::output`]. New verbs get
+//! a variant in [`crate::cli::Command`] and a function here.
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use atectl::{Client, ClientError};
-use atelet_api::{Actor, ActorList, ActorStatus, Event};
+use atelet_api::{Actor, ActorList, ActorStatus, Event, ImageList};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::Method;
@@ -36,6 +36,8 @@ pub async fn run(client: &Client, command: Command) -> Result<(), Failure> {
             no_follow,
             output,
         } => events(client, since, no_follow, output).await,
+        Command::Images { output } => images(client, output).await,
+        Command::Rmi { digest } => rmi(client, &digest).await,
         Command::Health { output } => health(client, output).await,
         // Needs no daemon; main answers it before connecting.
         Command::Completion { .. } => Ok(()),
@@ -213,6 +215,50 @@ async fn next_chunk(body: &mut Incoming) -> Result<Option<bytes::Bytes>, Failure
             }
         }
     }
+}
+
+async fn images(client: &Client, format: ListFormat) -> Result<(), Failure> {
+    let images = client.images().await?;
+    emit(&match format {
+        ListFormat::Table | ListFormat::Wide => {
+            output::image_table(&images, format == ListFormat::Wide, SystemTime::now())
+        }
+        ListFormat::Json => output::json(&ImageList { images }),
+        ListFormat::Yaml => output::yaml(&ImageList { images }),
+    })
+}
+
+/// Removes the image `arg` names: its full digest, or a prefix of the hex
+/// of exactly one cached image (as `images` shows it).
+async fn rmi(client: &Client, arg: &str) -> Result<(), Failure> {
+    let digest = if arg.len() == "sha256:".len() + 64 {
+        arg.to_string()
+    } else {
+        let hex = arg.strip_prefix("sha256:").unwrap_or(arg);
+        let matching: Vec<String> = client
+            .images()
+            .await?
+            .into_iter()
+            .map(|i| i.digest)
+            .filter(|d| !hex.is_empty() && d.strip_prefix("sha256:").unwrap_or(d).starts_with(hex))
+            .collect();
+        match matching.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(Failure::NotFound(format!(
+                    "no cached image has a digest starting with {arg}"
+                )))
+            }
+            _ => {
+                return Err(Failure::Invalid(format!(
+                    "{arg} names {} images: give more of the digest",
+                    matching.len()
+                )))
+            }
+        }
+    };
+    with_progress("removing", &digest, client.delete_image(&digest)).await?;
+    emit(&format!("{digest} removed\n"))
 }
 
 async fn health(client: &Client, format: DocFormat) -> Result<(), Failure> {

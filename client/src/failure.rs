@@ -11,9 +11,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_OTHER: u8 = 1;
 /// Bad flags or arguments; clap exits with it on its own.
 pub const EXIT_USAGE: u8 = 2;
-/// No such actor.
+/// No such actor or image.
 pub const EXIT_NOT_FOUND: u8 = 3;
-/// The actor exists, or its status does not allow the operation.
+/// The actor exists, its status does not allow the operation, or the image
+/// is in use.
 pub const EXIT_CONFLICT: u8 = 4;
 /// The request (or the `-f` file) was rejected as invalid.
 pub const EXIT_INVALID: u8 = 5;
@@ -31,6 +32,9 @@ pub enum Failure {
     /// The input given to atectl itself is unusable (an unreadable `-f` file).
     #[error("{0}")]
     Invalid(String),
+    /// atectl found nothing the argument names (an image digest prefix).
+    #[error("{0}")]
+    NotFound(String),
     /// `health` answered, but the node cannot run actors.
     #[error("{0}")]
     Degraded(String),
@@ -57,6 +61,7 @@ impl Failure {
         match self {
             Failure::Client(e) => exit_code_of(e.code()),
             Failure::Invalid(_) => EXIT_INVALID,
+            Failure::NotFound(_) => EXIT_NOT_FOUND,
             Failure::Degraded(_) | Failure::Lost(_) => EXIT_UNAVAILABLE,
             Failure::Io { .. } => EXIT_OTHER,
             Failure::OutputClosed => EXIT_OK,

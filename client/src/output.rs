@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use atelet_api::{Actor, ActorStatus, Event, Health};
+use atelet_api::{Actor, ActorStatus, Event, Health, Image};
 use serde::Serialize;
 
 /// Columns of `list`: ID, STATUS, TEMPLATE, SNAPSHOTS, AGE; `wide` adds
@@ -38,6 +38,81 @@ pub fn actor_table(actors: &[Actor], wide: bool, now: SystemTime) -> String {
         rows.push(row);
     }
     render(&rows)
+}
+
+/// Columns of `images`: DIGEST (the first 12 hex digits, enough for
+/// `rmi`), SIZE, LAYERS, ACTORS (how many), AGE, REFERENCE (the first, and
+/// how many more); `wide` shows the full digest, UNPACK time, and every
+/// actor and reference.
+pub fn image_table(images: &[Image], wide: bool, now: SystemTime) -> String {
+    let header = if wide {
+        vec![
+            "DIGEST",
+            "SIZE",
+            "LAYERS",
+            "UNPACK",
+            "AGE",
+            "ACTORS",
+            "REFERENCES",
+        ]
+    } else {
+        vec!["DIGEST", "SIZE", "LAYERS", "ACTORS", "AGE", "REFERENCE"]
+    };
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    for i in images {
+        let hex = i.digest.strip_prefix("sha256:").unwrap_or(&i.digest);
+        rows.push(if wide {
+            vec![
+                i.digest.clone(),
+                human_bytes(i.size_bytes),
+                i.layers.to_string(),
+                format!("{}ms", i.unpack_ms),
+                age_since(&i.created_at, now),
+                list(&i.actors),
+                list(&i.references),
+            ]
+        } else {
+            let reference = match i.references.as_slice() {
+                [] => "-".to_string(),
+                [one] => one.clone(),
+                [first, rest @ ..] => format!("{first} (+{})", rest.len()),
+            };
+            vec![
+                hex.chars().take(12).collect(),
+                human_bytes(i.size_bytes),
+                i.layers.to_string(),
+                i.actors.len().to_string(),
+                age_since(&i.created_at, now),
+                reference,
+            ]
+        });
+    }
+    render(&rows)
+}
+
+/// Bytes in powers of 1024, one decimal below 10 (`950B`, `2.1MiB`, `34MiB`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else if value < 10.0 {
+        format!("{value:.1}{}", UNITS[unit])
+    } else {
+        format!("{value:.0}{}", UNITS[unit])
+    }
 }
 
 fn render(rows: &[Vec<String>]) -> String {
@@ -274,6 +349,57 @@ a           SUSPENDED   default/counter   12          2d1h
             "{t}"
         );
         assert_eq!(t.lines().count(), 2);
+    }
+
+    fn image(digest_hex: &str, refs: &[&str], actors: &[&str]) -> Image {
+        serde_json::from_value(json!({
+            "digest": format!("sha256:{digest_hex}"),
+            "references": refs,
+            "sizeBytes": 2_200_000,
+            "layers": 1,
+            "createdAt": "2026-01-01T00:58:00Z",
+            "unpackMs": 41,
+            "actors": actors,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_image_table_shows_short_digests_and_counts() {
+        let now = at("2026-01-01T01:00:00Z");
+        let hex = "2f0c9a1b7d3e".to_string() + &"0".repeat(52);
+        let images = [
+            image(
+                &hex,
+                &["oci:/var/lib/images/busybox:latest", "oci-archive:/b.tar"],
+                &["a", "b"],
+            ),
+            image(&"f".repeat(64), &[], &[]),
+        ];
+        assert_eq!(
+            image_table(&images, false, now),
+            "\
+DIGEST         SIZE     LAYERS   ACTORS   AGE   REFERENCE
+2f0c9a1b7d3e   2.1MiB   1        2        2m    oci:/var/lib/images/busybox:latest (+1)
+ffffffffffff   2.1MiB   1        0        2m    -
+"
+        );
+        let wide = image_table(&images[..1], true, now);
+        assert!(wide.starts_with("DIGEST"), "{wide}");
+        assert!(wide.contains(&format!("sha256:{hex}")), "{wide}");
+        assert!(wide.contains("41ms"), "{wide}");
+        assert!(
+            wide.contains("   a,b      oci:/var/lib/images/busybox:latest,oci-archive:/b.tar"),
+            "{wide}"
+        );
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(human_bytes(950), "950B");
+        assert_eq!(human_bytes(2_200_000), "2.1MiB");
+        assert_eq!(human_bytes(35 * 1024 * 1024), "35MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0GiB");
     }
 
     #[test]
