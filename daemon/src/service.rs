@@ -881,8 +881,10 @@ impl<R: Runtime> ActorService<R> {
         self.store.remove(id, rec.status, "deleted").await?;
         tracing::info!(actor = %id, op = "delete", "actor deleted");
         self.remove_files(id);
-        drop(_guard);
+        // While still holding the lock: the count then tells whether
+        // anyone else waits for it.
         self.locks.forget(id);
+        drop(_guard);
         Ok(())
     }
 
