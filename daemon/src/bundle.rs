@@ -89,16 +89,20 @@ impl BundleBuilder {
         let spec = build_spec(input, &identity)?;
         create_private_dir(&dir)?;
         create_private_dir(&identity)?;
-        write_atomic(&identity.join("actor-id"), input.actor_id.as_bytes())?;
+        write_replace(&identity.join("actor-id"), input.actor_id.as_bytes())?;
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| BundleError::Invalid(format!("serialising config.json: {e}")))?;
-        write_atomic(&dir.join("config.json"), &json)?;
+        write_replace(&dir.join("config.json"), &json)?;
         Ok(dir)
     }
 
-    /// True when the actor's bundle is complete on disk.
+    /// True when the actor's bundle is complete on disk (a bundle lost to
+    /// a power cut, being written without fsync, reads as missing and is
+    /// rebuilt).
     pub fn exists(&self, actor_id: &str) -> bool {
-        self.dir(actor_id).join("config.json").is_file()
+        let dir = self.dir(actor_id);
+        let nonempty = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0);
+        nonempty(dir.join("config.json")) && nonempty(dir.join("identity/actor-id"))
     }
 
     /// Removes an actor's bundle.
@@ -295,6 +299,17 @@ fn create_private_dir(dir: &Path) -> Result<(), BundleError> {
 /// Writes `bytes` to `path` through a temporary file, fsync and rename, so a
 /// crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    write_through_temp(path, bytes, true)
+}
+
+/// Like [`write_atomic`] without the fsync: for files the daemon can derive
+/// again (a bundle is rebuilt from the record when it is missing), where an
+/// fsync on every start would cost more than it protects.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    write_through_temp(path, bytes, false)
+}
+
+fn write_through_temp(path: &Path, bytes: &[u8], sync: bool) -> Result<(), BundleError> {
     let io = |source| BundleError::Io {
         path: path.to_path_buf(),
         source,
@@ -309,7 +324,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
         .open(&tmp)
         .map_err(io)?;
     f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    if sync {
+        f.sync_all().map_err(io)?;
+    }
     std::fs::rename(&tmp, path).map_err(io)
 }
 

@@ -175,6 +175,12 @@ pub trait Runtime: Send + Sync + 'static {
         container_id: &str,
         force: bool,
     ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes what is left of a sandbox that has stopped, in the
+    /// background and at low priority (`runsc delete --force`).
+    fn discard(
+        &self,
+        container_id: &str,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
     /// `runsc state`; `None` when the container does not exist.
     fn state(
         &self,
@@ -242,7 +248,19 @@ impl Runsc {
     }
 
     fn command(&self, binary: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary);
+        self.command_at(binary, args, false)
+    }
+
+    /// A runsc command; `idle` runs it at the lowest CPU priority (through
+    /// `nice`), for cleanup that must not slow a lifecycle step beside it.
+    fn command_at(&self, binary: &Path, args: &[&str], idle: bool) -> Command {
+        let mut cmd = if idle {
+            let mut c = Command::new("nice");
+            c.args(["-n", "19"]).arg(binary);
+            c
+        } else {
+            Command::new(binary)
+        };
         cmd.arg(format!("--root={}", self.config.root.display()))
             .arg(format!("--platform={}", self.config.platform))
             .arg(format!("--network={}", self.config.network))
@@ -288,13 +306,25 @@ impl Runsc {
     /// Runs a short runsc command and captures its output.
     async fn output(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
         let container = args.last().copied().unwrap_or("");
-        self.logged(op, container, self.output_inner(op, args))
+        self.logged(op, container, self.output_inner(op, args, false))
             .await
     }
 
-    async fn output_inner(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+    /// [`Runsc::output`] at idle CPU priority.
+    async fn output_idle(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+        let container = args.last().copied().unwrap_or("");
+        self.logged(op, container, self.output_inner(op, args, true))
+            .await
+    }
+
+    async fn output_inner(
+        &self,
+        op: &'static str,
+        args: &[&str],
+        idle: bool,
+    ) -> Result<Vec<u8>, RuntimeError> {
         let binary = self.binary()?;
-        let mut cmd = self.command(&binary, args);
+        let mut cmd = self.command_at(&binary, args, idle);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let (mut child, exit) = self
             .reaper
@@ -545,6 +575,17 @@ impl Runtime for Runsc {
             &["delete", container_id]
         };
         match self.output("delete", args).await {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn discard(&self, container_id: &str) -> Result<(), RuntimeError> {
+        match self
+            .output_idle("delete", &["delete", "--force", container_id])
+            .await
+        {
             Ok(_) => Ok(()),
             Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(()),
             Err(e) => Err(e),

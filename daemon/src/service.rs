@@ -188,6 +188,9 @@ pub struct ActorService<R: Runtime> {
     node: String,
 }
 
+/// How long the runsc state of a stopped sandbox waits before removal.
+const CLEANUP_DELAY: Duration = Duration::from_millis(500);
+
 /// Below this much free space a suspend measures the sandbox first.
 pub const SPACE_CHECK_BELOW: u64 = 1 << 30;
 /// Manifest and filesystem slack added to a snapshot's estimate.
@@ -1022,11 +1025,15 @@ impl<R: Runtime> ActorService<R> {
         })?)
     }
 
-    /// Removes a stopped sandbox's runsc state in the background.
+    /// Removes a stopped sandbox's runsc state in the background, a moment
+    /// later and at low priority, so that it does not compete with the
+    /// step that typically follows (a resume after a suspend). What a
+    /// shutdown leaves undone, recovery removes.
     fn cleanup_container(self: &Arc<Self>, cid: String) {
         let svc = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = svc.runtime.delete(&cid, true).await {
+            tokio::time::sleep(CLEANUP_DELAY).await;
+            if let Err(e) = svc.runtime.discard(&cid).await {
                 tracing::warn!(container = %cid, error = %e, "runsc delete failed");
             }
         });

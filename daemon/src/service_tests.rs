@@ -143,6 +143,9 @@ impl Runtime for Fake {
         s.exits.remove(cid);
         Ok(())
     }
+    async fn discard(&self, cid: &str) -> Result<(), RuntimeError> {
+        self.delete(cid, true).await
+    }
     async fn state(&self, cid: &str) -> Result<Option<ContainerState>, RuntimeError> {
         Ok(self.state().containers.get(cid).map(|r| ContainerState {
             id: cid.to_string(),

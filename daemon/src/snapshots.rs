@@ -175,38 +175,66 @@ impl SnapshotStore {
                 detail: "runsc wrote no checkpoint.img".to_string(),
             });
         }
-        for name in names {
-            let path = pending.dir.join(&name);
-            let (size, sha256) = hash_and_sync(&path)?;
-            files.push(ManifestFile { name, size, sha256 });
-        }
-        let manifest = Manifest {
-            version: MANIFEST_VERSION,
-            actor_id: pending.actor_id.clone(),
-            snapshot_id: pending.snapshot_id.clone(),
-            spec_hash,
-            runsc_version,
-            created_at,
-            files,
-        };
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Corrupt {
-            path: pending.dir.clone(),
-            detail: e.to_string(),
+        // The image's writeback (fsync) runs while it is hashed and the
+        // manifest written; both must be done before the rename.
+        let (bytes, manifest) = std::thread::scope(|scope| {
+            let syncs: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let path = pending.dir.join(name);
+                    scope.spawn(move || sync_private(&path))
+                })
+                .collect();
+            let written = (|| {
+                for name in &names {
+                    let path = pending.dir.join(name);
+                    let (size, sha256) = hash_file(&path)?;
+                    files.push(ManifestFile {
+                        name: name.clone(),
+                        size,
+                        sha256,
+                    });
+                }
+                let manifest = Manifest {
+                    version: MANIFEST_VERSION,
+                    actor_id: pending.actor_id.clone(),
+                    snapshot_id: pending.snapshot_id.clone(),
+                    spec_hash,
+                    runsc_version,
+                    created_at,
+                    files,
+                };
+                let bytes =
+                    serde_json::to_vec_pretty(&manifest).map_err(|e| SnapshotError::Corrupt {
+                        path: pending.dir.clone(),
+                        detail: e.to_string(),
+                    })?;
+                let mpath = pending.dir.join(MANIFEST);
+                let mut f = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&mpath)
+                        .map_err(io_err(&mpath))?
+                };
+                f.write_all(&bytes).map_err(io_err(&mpath))?;
+                f.sync_all().map_err(io_err(&mpath))?;
+                sync_dir(&pending.dir)?;
+                Ok::<_, SnapshotError>((bytes, manifest))
+            })();
+            for s in syncs {
+                s.join().unwrap_or_else(|_| {
+                    Err(SnapshotError::Corrupt {
+                        path: pending.dir.clone(),
+                        detail: "fsync thread panicked".to_string(),
+                    })
+                })?;
+            }
+            written
         })?;
-        let mpath = pending.dir.join(MANIFEST);
-        let mut f = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&mpath)
-                .map_err(io_err(&mpath))?
-        };
-        f.write_all(&bytes).map_err(io_err(&mpath))?;
-        f.sync_all().map_err(io_err(&mpath))?;
-        sync_dir(&pending.dir)?;
         let dest = self.dir(&pending.actor_id, &pending.snapshot_id);
         remove_dir_if_exists(&dest).map_err(io_err(&dest))?;
         std::fs::rename(&pending.dir, &dest).map_err(io_err(&dest))?;
@@ -320,16 +348,14 @@ fn hash_reader(f: &mut File, path: &Path) -> Result<(u64, String), SnapshotError
     Ok((size, hex(&hasher.finalize())))
 }
 
-/// Hashes a file, makes it private (0600: a snapshot holds the actor's
-/// whole memory) and fsyncs it.
-fn hash_and_sync(path: &Path) -> Result<(u64, String), SnapshotError> {
+/// Makes a file private (0600: a snapshot holds the actor's whole memory)
+/// and fsyncs it.
+fn sync_private(path: &Path) -> Result<(), SnapshotError> {
     use std::os::unix::fs::PermissionsExt;
-    let mut f = File::open(path).map_err(io_err(path))?;
+    let f = File::open(path).map_err(io_err(path))?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(io_err(path))?;
-    let res = hash_reader(&mut f, path)?;
-    f.sync_all().map_err(io_err(path))?;
-    Ok(res)
+    f.sync_all().map_err(io_err(path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
