@@ -454,8 +454,10 @@ async fn main() -> Result<()> {
     let mut api: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut rss_with = BTreeMap::new();
     let mut created = 0usize;
-    let mut c = Conn::open(&b.socket).await?;
     for &n in &args.actors {
+        // A fresh connection per phase: the daemon closes connections that
+        // stay idle longer than its header timeout.
+        let mut c = Conn::open(&b.socket).await?;
         let t0 = Instant::now();
         let before = created;
         while created < n {

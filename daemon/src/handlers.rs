@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use atelet_api::{ActorList, CreateActorRequest, ErrorCode, ImageList};
+use atelet_api::{CreateActorRequest, ErrorCode, ImageList};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
@@ -100,12 +100,7 @@ async fn dispatch<R: Runtime>(
             })?;
             Ok(json(StatusCode::CREATED, &svc.create(create).await?))
         }
-        Route::ListActors { status } => Ok(json(
-            StatusCode::OK,
-            &ActorList {
-                actors: svc.list(status)?,
-            },
-        )),
+        Route::ListActors { status } => Ok(list_actors(svc, status)),
         Route::GetActor(id) => Ok(json(StatusCode::OK, &svc.get(&id)?)),
         Route::Act(id, action) => {
             let actor = match action {
@@ -284,6 +279,44 @@ fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response<Response
         tx,
         with_type(StatusCode::OK, content_type, ChannelBody { rx }.boxed()),
     )
+}
+
+/// `GET /v1/actors`: `{"actors":[…]}`, streamed in chunks as the records
+/// are read, so that a list of 10,000 actors never sits whole in memory.
+fn list_actors<R: Runtime>(
+    svc: Arc<ActorService<R>>,
+    status: Option<atelet_api::ActorStatus>,
+) -> Response<ResponseBody> {
+    const CHUNK: usize = 64 * 1024;
+    let (tx, response) = stream("application/json");
+    tokio::task::spawn_blocking(move || {
+        let mut buf = b"{\"actors\":[".to_vec();
+        let mut first = true;
+        let res = svc.for_each_actor(status, |actor| {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            if serde_json::to_writer(&mut buf, &actor).is_err() {
+                return false;
+            }
+            if buf.len() >= CHUNK {
+                let chunk = Bytes::from(std::mem::take(&mut buf));
+                return tx.blocking_send(chunk).is_ok();
+            }
+            true
+        });
+        match res {
+            Ok(()) => {
+                buf.extend_from_slice(b"]}");
+                let _ = tx.blocking_send(Bytes::from(buf));
+            }
+            // The status line is gone: cut the body short, so the client
+            // sees invalid JSON rather than a partial list that parses.
+            Err(e) => tracing::error!(error = %e, "listing actors"),
+        }
+    });
+    response
 }
 
 /// `GET /v1/actors/{id}/logs`: what the actor printed; with `follow`, keeps

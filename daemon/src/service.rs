@@ -326,15 +326,21 @@ impl<R: Runtime> ActorService<R> {
         Ok(self.record(id)?.to_api())
     }
 
-    /// All actors, optionally only those with `status`.
-    pub fn list(&self, status: Option<ActorStatus>) -> Result<Vec<Actor>> {
-        Ok(self
-            .store
-            .list()?
-            .iter()
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .map(ActorRecord::to_api)
-            .collect())
+    /// Visits the actors (optionally only those with `status`) in id order
+    /// without collecting them: a list of 10,000 actors is streamed.
+    /// `visit` returns false to stop.
+    pub fn for_each_actor(
+        &self,
+        status: Option<ActorStatus>,
+        mut visit: impl FnMut(Actor) -> bool,
+    ) -> Result<()> {
+        Ok(self.store.for_each(|r| {
+            if status.is_none_or(|s| r.status == s) {
+                visit(r.to_api())
+            } else {
+                true
+            }
+        })?)
     }
 
     /// Health: runsc and actor counts.
@@ -342,8 +348,8 @@ impl<R: Runtime> ActorService<R> {
         let runsc = self.runtime.info();
         let mut actors: std::collections::BTreeMap<ActorStatus, u64> =
             ActorStatus::ALL.iter().map(|s| (*s, 0)).collect();
-        for r in self.store.list()? {
-            *actors.entry(r.status).or_default() += 1;
+        for (_, s) in self.store.summaries() {
+            *actors.entry(s.status).or_default() += 1;
         }
         Ok(Health {
             status: if runsc.version.is_some() {
@@ -922,11 +928,12 @@ impl<R: Runtime> ActorService<R> {
     /// record names it.
     pub fn list_images(&self) -> Result<Vec<Image>> {
         let mut users: HashMap<String, Vec<String>> = HashMap::new();
-        for r in self.store.list()? {
-            if let Some(d) = r.image_digest {
-                users.entry(d).or_default().push(r.id);
+        for (id, s) in self.store.summaries() {
+            if let Some(d) = s.image_digest {
+                users.entry(d).or_default().push(id);
             }
         }
+        users.values_mut().for_each(|ids| ids.sort());
         Ok(self
             .images
             .list()?
@@ -944,13 +951,15 @@ impl<R: Runtime> ActorService<R> {
     pub async fn delete_image(&self, digest: &str) -> Result<()> {
         let _op = self.begin_op()?;
         let lock = self.images.lock(digest).await?;
-        let users: Vec<String> = self
+        let digest = lock.digest();
+        let mut users: Vec<String> = self
             .store
-            .list()?
+            .summaries()
             .into_iter()
-            .filter(|r| r.image_digest.as_deref() == Some(lock.digest().as_str()))
-            .map(|r| r.id)
+            .filter(|(_, s)| s.image_digest.as_deref() == Some(digest.as_str()))
+            .map(|(id, _)| id)
             .collect();
+        users.sort();
         if !users.is_empty() {
             return Err(ImageError::InUse {
                 digest: lock.digest(),
@@ -980,9 +989,9 @@ impl<R: Runtime> ActorService<R> {
     pub fn metrics_text(&self) -> Result<String> {
         let mut counts: HashMap<ActorStatus, i64> = HashMap::new();
         let mut snapshot_bytes = 0u64;
-        for r in self.store.list()? {
-            *counts.entry(r.status).or_default() += 1;
-            snapshot_bytes += r.snapshots.iter().map(|s| s.size_bytes).sum::<u64>();
+        for (_, s) in self.store.summaries() {
+            *counts.entry(s.status).or_default() += 1;
+            snapshot_bytes += s.snapshot_bytes;
         }
         for status in ActorStatus::ALL {
             self.metrics

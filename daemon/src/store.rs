@@ -4,6 +4,7 @@
 //! transaction, and is flushed before the caller goes on, so that what the
 //! API answered is what a restarted daemon finds.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -197,6 +198,29 @@ pub struct Transition {
     pub reason: String,
 }
 
+/// What the store keeps in memory per actor, so that counts and lookups
+/// across all actors (health, metrics, the policy's `max_actors`, image
+/// users) do not decode every record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Lifecycle status.
+    pub status: ActorStatus,
+    /// Bytes of its committed snapshots.
+    pub snapshot_bytes: u64,
+    /// The image digest it was created from.
+    pub image_digest: Option<String>,
+}
+
+impl Summary {
+    fn of(rec: &ActorRecord) -> Summary {
+        Summary {
+            status: rec.status,
+            snapshot_bytes: rec.snapshots.iter().map(|s| s.size_bytes).sum(),
+            image_digest: rec.image_digest.clone(),
+        }
+    }
+}
+
 /// The sled database of one daemon.
 pub struct Store {
     db: sled::Db,
@@ -208,6 +232,8 @@ pub struct Store {
     feed: broadcast::Sender<Event>,
     /// Highest sequence number written.
     last_seq: AtomicU64,
+    /// A summary of every record, kept in step with the writes.
+    index: Mutex<HashMap<String, Summary>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -268,6 +294,12 @@ impl Store {
                 events.remove(k)?;
             }
         }
+        let mut index = HashMap::new();
+        for kv in actors.iter() {
+            let (k, v) = kv?;
+            let rec = decode(&k, &v)?;
+            index.insert(rec.id.clone(), Summary::of(&rec));
+        }
         let (feed, _) = broadcast::channel(1024);
         Ok(Store {
             db,
@@ -276,6 +308,7 @@ impl Store {
             next_seq: Mutex::new(next),
             feed,
             last_seq: AtomicU64::new(next - 1),
+            index: Mutex::new(index),
         })
     }
 
@@ -303,14 +336,38 @@ impl Store {
             .collect()
     }
 
+    /// Visits the records in id order without collecting them; `visit`
+    /// returns false to stop.
+    pub fn for_each(&self, mut visit: impl FnMut(ActorRecord) -> bool) -> Result<(), StoreError> {
+        for kv in self.actors.iter() {
+            let (k, v) = kv?;
+            if !visit(decode(&k, &v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.actors.len()
+        self.lock_index().len()
     }
 
     /// True when no actor is recorded.
     pub fn is_empty(&self) -> bool {
-        self.actors.is_empty()
+        self.lock_index().is_empty()
+    }
+
+    /// The in-memory summary of every record.
+    pub fn summaries(&self) -> Vec<(String, Summary)> {
+        self.lock_index()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, HashMap<String, Summary>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes a new record; fails when the id is taken.
@@ -412,6 +469,10 @@ impl Store {
                 *next += 1;
                 self.last_seq.store(e.seq, Ordering::SeqCst);
             }
+            match rec {
+                Some(r) => self.lock_index().insert(id.to_string(), Summary::of(r)),
+                None => self.lock_index().remove(id),
+            };
             event
         };
         self.db.flush_async().await?;
@@ -533,6 +594,12 @@ mod tests {
         // The sequence goes on from where it stood.
         store.insert_new(&rec("c"), "created").await.unwrap();
         assert_eq!(store.last_seq(), 5);
+        // The in-memory summaries follow the writes and survive a reopen.
+        assert_eq!(store.len(), 2);
+        let mut s = store.summaries();
+        s.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(s[0].0, "a");
+        assert_eq!(s[0].1.status, ActorStatus::Running);
     }
 
     #[tokio::test]
