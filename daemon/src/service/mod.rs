@@ -1,0 +1,603 @@
+//! The actor service: the lifecycle of DESIGN §4 on top of the store, the
+//! images, the bundle builder, the runtime and the snapshot store.
+//!
+//! Operations on one actor are serialised by a per-actor lock; different
+//! actors proceed in parallel. Each step that touches runsc is bracketed by
+//! durable writes: the transitional status (with what is about to be
+//! created) before, the outcome after. Crash recovery ([`ActorService::reconcile`])
+//! reads those to finish or undo an interrupted step.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atelet_api::validate::ValidationError;
+use atelet_api::{
+    validate_actor_id, validate_create, Actor, ActorStatus, CreateActorRequest, Event, Health,
+    Image,
+};
+use tokio::sync::{broadcast, oneshot, RwLock};
+
+use crate::bundle::{remove_dir_if_exists, BundleBuilder, BundleError, BundleInput};
+use crate::images::{ImageError, ImageStore, ResolvedImage};
+use crate::locks::KeyedLocks;
+use crate::metrics::{Metrics, StatusLabels};
+use crate::policy::{AdmissionPolicy, PolicyViolation};
+use crate::runsc::{ExitOutcome, LaunchSpec, Runtime, RuntimeError};
+use crate::snapshots::{sha256_hex, SnapshotError, SnapshotStore, TMP_PREFIX};
+use crate::store::{
+    now_rfc3339, ActorRecord, ContainerRecord, PendingOp, SnapshotRecord, Store, StoreError,
+    Transition,
+};
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The state directory; everything the daemon writes lives below it.
+    pub state_dir: PathBuf,
+    /// Snapshots kept per actor (the newest); 0 keeps all.
+    pub snapshot_retention: usize,
+    /// Where operations are counted and timed.
+    pub metrics: Arc<Metrics>,
+    /// What specs may ask of this node.
+    pub policy: AdmissionPolicy,
+}
+
+/// A new incarnation to launch: see [`ActorService::launch`].
+struct Launch<'a> {
+    version: String,
+    bundle: PathBuf,
+    /// Restore from this checkpoint instead of booting.
+    image_dir: Option<&'a std::path::Path>,
+    /// The transitional status recorded before runsc runs.
+    status: ActorStatus,
+    reason: &'static str,
+    message: String,
+}
+
+/// The actor service.
+pub struct ActorService<R: Runtime> {
+    store: Store,
+    runtime: R,
+    bundles: BundleBuilder,
+    images: ImageStore,
+    snapshots: SnapshotStore,
+    logs_dir: PathBuf,
+    volumes_dir: PathBuf,
+    /// Per-actor locks.
+    locks: KeyedLocks,
+    retention: usize,
+    /// Lifecycle steps hold it shared; shutdown takes it exclusively to
+    /// let in-flight steps finish.
+    gate: RwLock<()>,
+    draining: AtomicBool,
+    /// Bytes promised to checkpoints in flight (see `reserve_snapshot_space`).
+    reserved_space: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    policy: AdmissionPolicy,
+    /// This state dir's suffix of container ids (see [`container_id`]).
+    node: String,
+}
+
+impl<R: Runtime> std::fmt::Debug for ActorService<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorService").finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> ActorService<R> {
+    /// Builds the service over an opened store and a runtime, creating the
+    /// state directory layout.
+    pub fn new(config: ServiceConfig, store: Store, runtime: R) -> Result<Arc<Self>> {
+        let dir = |name: &str| -> Result<PathBuf> {
+            let p = config.state_dir.join(name);
+            std::fs::create_dir_all(&p)
+                .map_err(|e| ServiceError::Internal(format!("creating {}: {e}", p.display())))?;
+            Ok(p)
+        };
+        Ok(Arc::new(ActorService {
+            store,
+            runtime,
+            bundles: BundleBuilder::new(dir("bundles")?),
+            images: ImageStore::open(config.state_dir.join("images"))?,
+            snapshots: SnapshotStore::new(dir("snapshots")?),
+            logs_dir: dir("logs")?,
+            volumes_dir: dir("volumes")?,
+            locks: KeyedLocks::default(),
+            retention: config.snapshot_retention,
+            gate: RwLock::new(()),
+            draining: AtomicBool::new(false),
+            reserved_space: Arc::new(AtomicU64::new(0)),
+            metrics: config.metrics,
+            policy: config.policy,
+            node: node_id(&config.state_dir)?,
+        }))
+    }
+
+    /// The runtime (for health and tests).
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    /// The actor's log file (stdout and stderr of its sandboxes).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.logs_dir.join(format!("{id}.log"))
+    }
+
+    fn begin_op(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(ServiceError::Unavailable(
+                "the daemon is shutting down".to_string(),
+            ));
+        }
+        self.gate
+            .try_read()
+            .map_err(|_| ServiceError::Unavailable("the daemon is shutting down".to_string()))
+    }
+
+    /// Refuses new lifecycle steps and waits (up to `timeout`) for the
+    /// running ones to finish. Sandboxes are left running.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.draining.store(true, Ordering::SeqCst);
+        let drained = tokio::time::timeout(timeout, self.gate.write())
+            .await
+            .is_ok();
+        let _ = self.store.flush();
+        drained
+    }
+
+    fn record(&self, id: &str) -> Result<ActorRecord> {
+        validate_actor_id(id)?;
+        self.store
+            .get(id)?
+            .ok_or_else(|| ServiceError::NotFound(id.to_string()))
+    }
+
+    /// Writes `rec` with a new status, logging the transition.
+    async fn transition(
+        &self,
+        rec: &mut ActorRecord,
+        to: ActorStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Result<()> {
+        let from = rec.status;
+        rec.status = to;
+        rec.status_message = message.into();
+        rec.updated_at = now_rfc3339();
+        self.store
+            .save(
+                rec,
+                Some(Transition {
+                    from: Some(from),
+                    to: Some(to),
+                    reason: reason.to_string(),
+                }),
+            )
+            .await?;
+        tracing::info!(actor = %rec.id, from = %from, to = %to, reason, "transition");
+        Ok(())
+    }
+
+    // ---- queries ----------------------------------------------------------
+
+    /// One actor.
+    pub fn get(&self, id: &str) -> Result<Actor> {
+        Ok(self.record(id)?.to_api())
+    }
+
+    /// Visits the actors (optionally only those with `status`) in id order
+    /// without collecting them: a list of 10,000 actors is streamed.
+    /// `visit` returns false to stop.
+    pub fn for_each_actor(
+        &self,
+        status: Option<ActorStatus>,
+        mut visit: impl FnMut(Actor) -> bool,
+    ) -> Result<()> {
+        Ok(self.store.for_each(|r| {
+            if status.is_none_or(|s| r.status == s) {
+                visit(r.to_api())
+            } else {
+                true
+            }
+        })?)
+    }
+
+    /// Health: runsc and actor counts.
+    pub fn health(&self) -> Result<Health> {
+        let runsc = self.runtime.info();
+        let mut actors: std::collections::BTreeMap<ActorStatus, u64> =
+            ActorStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for (_, s) in self.store.summaries() {
+            *actors.entry(s.status).or_default() += 1;
+        }
+        Ok(Health {
+            status: if runsc.version.is_some() {
+                "ok"
+            } else {
+                "degraded"
+            }
+            .to_string(),
+            runsc,
+            actors,
+        })
+    }
+
+    /// Checks that an actor exists (for the logs endpoint).
+    pub fn exists(&self, id: &str) -> Result<bool> {
+        validate_actor_id(id)?;
+        Ok(self.store.contains(id)?)
+    }
+
+    /// Logged events after `since`, at most `limit`.
+    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.store.events_since(since, limit)?)
+    }
+
+    /// Sequence number of the newest logged event.
+    pub fn last_event_seq(&self) -> u64 {
+        self.store.last_seq()
+    }
+
+    /// Live events.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.store.subscribe()
+    }
+
+    // ---- lifecycle ----------------------------------------------------------
+
+    /// `POST /v1/actors`.
+    pub async fn create(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
+        self.measured("create", self.create_inner(req)).await
+    }
+
+    async fn create_inner(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
+        validate_create(&req)?;
+        if req.spec.containers.len() > 1 {
+            return Err(ServiceError::NotSupported(
+                "spec.containers: multi-container actors are not supported yet (one container per actor)".to_string(),
+            ));
+        }
+        // Before any image is read: image_dirs keeps the daemon from opening
+        // (and unpacking) host paths the node does not allow.
+        self.policy.check(&req, self.store.len())?;
+        // Held (pinned) until the record names the image's digest.
+        let mut images = Vec::new();
+        for (i, c) in req.spec.containers.iter().enumerate() {
+            let image = self.images.resolve(&c.image).await?;
+            if c.command.is_empty() && image.config.command.is_empty() {
+                return Err(ValidationError::new(
+                    format!("spec.containers[{i}].command"),
+                    "required: the image defines no command",
+                )
+                .into());
+            }
+            images.push(image);
+        }
+        let start = req.start.unwrap_or(true);
+        let _op = self.begin_op()?;
+        if start {
+            self.runtime
+                .ensure_available()
+                .map_err(runtime_err("create"))?;
+        }
+        let _guard = self.locks.lock(&req.id).await;
+        if self.store.contains(&req.id)? {
+            return Err(ServiceError::AlreadyExists(req.id));
+        }
+        let mut rec = ActorRecord::new(req.id, req.template, req.spec, now_rfc3339());
+        rec.image_digest = images.first().and_then(|i| i.digest.clone());
+        self.store.insert_new(&rec, "created").await?;
+        tracing::info!(actor = %rec.id, op = "create", "actor created");
+        if start {
+            self.start_locked(&mut rec, "create").await?;
+        }
+        Ok(rec.to_api())
+    }
+
+    /// `POST /v1/actors/{id}/start`.
+    pub async fn start(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        self.measured("start", self.start_inner(id)).await
+    }
+
+    async fn start_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        let _op = self.begin_op()?;
+        validate_actor_id(id)?;
+        let _guard = self.locks.lock(id).await;
+        let mut rec = self.record(id)?;
+        if !rec.status.can_start() {
+            return Err(transition_error(
+                "start",
+                &rec,
+                "CREATED, STOPPED or FAILED",
+            ));
+        }
+        self.start_locked(&mut rec, "start").await?;
+        Ok(rec.to_api())
+    }
+
+    async fn start_locked(self: &Arc<Self>, rec: &mut ActorRecord, op: &'static str) -> Result<()> {
+        let t0 = Instant::now();
+        let version = self.runtime.ensure_available().map_err(runtime_err(op))?;
+        let image = self.images.resolve(&rec.spec.containers[0].image).await?;
+        rec.image_digest = image.digest.clone();
+        let bundle = self.write_bundle(rec, &image)?;
+        let launch = Launch {
+            version,
+            bundle,
+            image_dir: None,
+            status: ActorStatus::Starting,
+            reason: op,
+            message: String::new(),
+        };
+        if let Err(e) = self.launch(rec, launch).await {
+            self.transition(
+                rec,
+                ActorStatus::Failed,
+                "start failed",
+                format!("start failed: {e}"),
+            )
+            .await?;
+            return Err(e);
+        }
+        self.transition(rec, ActorStatus::Running, "started", "")
+            .await?;
+        tracing::info!(actor = %rec.id, op, duration_ms = t0.elapsed().as_millis() as u64, "started");
+        Ok(())
+    }
+
+    /// Records a new incarnation in `launch.status`, then boots it (or
+    /// restores it from `launch.image_dir`) and watches it. On success the
+    /// record holds the sandbox pid (the caller records RUNNING); on failure
+    /// the half-made container is removed and the record holds none.
+    async fn launch(self: &Arc<Self>, rec: &mut ActorRecord, launch: Launch<'_>) -> Result<()> {
+        rec.incarnation += 1;
+        let cid = container_id(&rec.id, rec.incarnation, &self.node);
+        rec.container = Some(ContainerRecord {
+            id: cid.clone(),
+            pid: None,
+            runsc_version: launch.version,
+        });
+        rec.exit_code = None;
+        self.transition(rec, launch.status, launch.reason, launch.message)
+            .await?;
+        let spec = self.launch_spec(&rec.id, &cid, launch.bundle);
+        let launched = match launch.image_dir {
+            None => self.runtime.run(&spec).await,
+            Some(dir) => self.runtime.restore(&spec, dir).await,
+        };
+        match launched {
+            Ok(l) => {
+                if let Some(c) = rec.container.as_mut() {
+                    c.pid = Some(l.pid);
+                }
+                self.watch_exit(rec.id.clone(), cid, l.exit);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.runtime.delete(&cid, true).await;
+                rec.container = None;
+                let what = if launch.image_dir.is_some() {
+                    "restoring"
+                } else {
+                    "starting"
+                };
+                Err(runtime_err(format!("{what} actor {}", rec.id))(e))
+            }
+        }
+    }
+
+    /// `POST /v1/actors/{id}/stop`.
+    pub async fn stop(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        self.measured("stop", self.stop_inner(id)).await
+    }
+
+    async fn stop_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        let _op = self.begin_op()?;
+        validate_actor_id(id)?;
+        let _guard = self.locks.lock(id).await;
+        let mut rec = self.record(id)?;
+        if !rec.status.can_stop() {
+            return Err(transition_error("stop", &rec, "RUNNING or SUSPENDED"));
+        }
+        if let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) {
+            self.runtime
+                .ensure_available()
+                .map_err(runtime_err("stop"))?;
+            rec.pending = Some(PendingOp::Stop);
+            self.store.save(&rec, None).await?;
+            if let Err(e) = self.runtime.delete(&cid, true).await {
+                rec.pending = None;
+                self.store.save(&rec, None).await?;
+                return Err(runtime_err(format!("stopping actor {id}"))(e));
+            }
+            rec.container = None;
+        }
+        rec.pending = None;
+        let message = if rec.status == ActorStatus::Suspended {
+            "stopped by request; snapshots kept"
+        } else {
+            "stopped by request"
+        };
+        self.transition(&mut rec, ActorStatus::Stopped, "stop", message)
+            .await?;
+        Ok(rec.to_api())
+    }
+
+    /// `DELETE /v1/actors/{id}`.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.measured("delete", self.delete_inner(id)).await
+    }
+
+    async fn delete_inner(&self, id: &str) -> Result<()> {
+        let _op = self.begin_op()?;
+        validate_actor_id(id)?;
+        let _guard = self.locks.lock(id).await;
+        let rec = self.record(id)?;
+        // The current sandbox, and the runsc state a suspend or an exit may
+        // still be cleaning up in the background.
+        let mut cids: Vec<String> = rec.container.iter().map(|c| c.id.clone()).collect();
+        if !cids.is_empty() {
+            self.runtime
+                .ensure_available()
+                .map_err(runtime_err("delete"))?;
+        }
+        // Without a live sandbox runsc is only needed for tidying; recovery
+        // removes what is left if it is missing now.
+        let last = container_id(id, rec.incarnation, &self.node);
+        if rec.incarnation > 0 && !cids.contains(&last) && self.runtime.ensure_available().is_ok() {
+            cids.push(last);
+        }
+        for cid in cids {
+            self.runtime
+                .delete(&cid, true)
+                .await
+                .map_err(runtime_err(format!("deleting actor {id}")))?;
+        }
+        self.store.remove(id, rec.status, "deleted").await?;
+        tracing::info!(actor = %id, op = "delete", "actor deleted");
+        self.remove_files(id);
+        // While still holding the lock: the count then tells whether
+        // anyone else waits for it.
+        self.locks.forget(id);
+        drop(_guard);
+        Ok(())
+    }
+
+    fn remove_files(&self, id: &str) {
+        let results = [
+            ("bundle", self.bundles.remove(id)),
+            (
+                "snapshots",
+                self.snapshots
+                    .remove_actor(id)
+                    .map_err(std::io::Error::other),
+            ),
+            ("volumes", remove_dir_if_exists(&self.volumes_dir.join(id))),
+            (
+                "log",
+                match std::fs::remove_file(self.log_path(id)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                },
+            ),
+        ];
+        for (what, res) in results {
+            if let Err(e) = res {
+                tracing::warn!(actor = %id, what, error = %e, "removing files of a deleted actor");
+            }
+        }
+    }
+
+    // ---- helpers ------------------------------------------------------------
+
+    /// Counts and times one lifecycle operation.
+    async fn measured<T>(
+        &self,
+        op: &'static str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let t0 = Instant::now();
+        let res = work.await;
+        self.metrics.observe(op, t0.elapsed(), res.is_ok());
+        res
+    }
+
+    /// `GET /metrics`: the gauges are read from the store, then everything
+    /// is encoded.
+    pub fn metrics_text(&self) -> Result<String> {
+        let mut counts: HashMap<ActorStatus, i64> = HashMap::new();
+        let mut snapshot_bytes = 0u64;
+        for (_, s) in self.store.summaries() {
+            *counts.entry(s.status).or_default() += 1;
+            snapshot_bytes += s.snapshot_bytes;
+        }
+        for status in ActorStatus::ALL {
+            self.metrics
+                .actors
+                .get_or_create(&StatusLabels {
+                    status: status.as_str(),
+                })
+                .set(counts.get(&status).copied().unwrap_or(0));
+        }
+        self.metrics.snapshot_bytes.set(snapshot_bytes as i64);
+        self.metrics
+            .encode()
+            .map_err(|e| ServiceError::Internal(format!("encoding metrics: {e}")))
+    }
+
+    fn launch_spec(&self, id: &str, cid: &str, bundle: PathBuf) -> LaunchSpec {
+        LaunchSpec {
+            container_id: cid.to_string(),
+            bundle,
+            log_path: self.log_path(id),
+        }
+    }
+
+    fn write_bundle(&self, rec: &ActorRecord, image: &ResolvedImage) -> Result<PathBuf> {
+        let mut volumes = HashMap::new();
+        for v in &rec.spec.volumes {
+            let dir = self.volumes_dir.join(&rec.id).join(&v.name);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                ServiceError::Internal(format!("creating volume dir {}: {e}", dir.display()))
+            })?;
+            volumes.insert(v.name.clone(), dir);
+        }
+        Ok(self.bundles.write(&BundleInput {
+            actor_id: &rec.id,
+            template: &rec.template,
+            container: &rec.spec.containers[0],
+            rootfs: &image.rootfs,
+            image: &image.config,
+            volumes: &volumes,
+        })?)
+    }
+}
+
+/// runsc container id of one incarnation: `<actor>_<n>.<node>`. `_` cannot
+/// occur in an actor id, so an actor's ids never collide with another's;
+/// the node suffix (random per state dir) keeps two daemons on one host
+/// apart, since runsc names each sandbox's control socket after the
+/// container id in the host-wide abstract namespace.
+pub fn container_id(actor_id: &str, incarnation: u64, node: &str) -> String {
+    format!("{actor_id}_{incarnation}.{node}")
+}
+
+/// The random id of a state dir, made at its first use and kept in
+/// `<state>/node-id`.
+fn node_id(state_dir: &std::path::Path) -> Result<String> {
+    let path = state_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(id);
+        }
+    }
+    let mut bytes = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| ServiceError::Internal(format!("reading /dev/urandom: {e}")))?;
+    let id = crate::snapshots::hex(&bytes);
+    crate::bundle::write_atomic(&path, id.as_bytes())?;
+    Ok(id)
+}
+
+/// Snapshot ids sort in creation order.
+pub fn snapshot_id(seq: u64) -> String {
+    format!("snap-{seq:06}")
+}
+
+mod error;
+mod images;
+mod recovery;
+mod supervision;
+mod suspend;
+#[cfg(test)]
+mod tests;
+
+pub use error::ServiceError;
+use error::{runtime_err, snapshot_err, transition_error, Result};
+pub use recovery::ReconcileReport;
+pub use suspend::SPACE_CHECK_BELOW;

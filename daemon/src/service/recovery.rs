@@ -1,0 +1,344 @@
+//! Crash recovery (DESIGN §7): at start, sled is reconciled with what
+//! runsc and the disk show, and every interrupted step is finished or undone.
+
+use super::*;
+
+/// What crash recovery did, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Running sandboxes taken over.
+    pub adopted: Vec<String>,
+    /// Actors whose status was changed, with the new status.
+    pub resolved: Vec<(String, ActorStatus)>,
+    /// runsc containers with no record, removed.
+    pub removed_containers: Vec<String>,
+    /// Snapshot or bundle directories with no record, removed.
+    pub removed_dirs: Vec<PathBuf>,
+    /// runsc commands of a previous daemon that were waited for.
+    pub settled_commands: usize,
+}
+
+impl<R: Runtime> ActorService<R> {
+    /// Reconciles sled with runsc and the disk after a start (DESIGN §7).
+    /// Run before serving requests.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport {
+            settled_commands: self.runtime.settle().await,
+            ..Default::default()
+        };
+        let containers = match self.runtime.list().await {
+            Ok(list) => Some(list),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list runsc containers; running actors are not adopted");
+                None
+            }
+        };
+        let records = self.store.list()?;
+        let mut known: HashSet<String> = HashSet::new();
+        for rec in records {
+            let id = rec.id.clone();
+            let _guard = self.locks.lock(&id).await;
+            if let Some(c) = &rec.container {
+                known.insert(c.id.clone());
+            }
+            let Some(containers) = containers.as_ref() else {
+                continue;
+            };
+            let state = rec
+                .container
+                .as_ref()
+                .and_then(|c| containers.iter().find(|s| s.id == c.id));
+            let running = state.filter(|s| s.is_running()).map(|s| s.pid);
+            self.reconcile_one(rec, running, &mut report).await?;
+        }
+        if let Some(containers) = containers {
+            for c in containers {
+                if !known.contains(&c.id) {
+                    tracing::warn!(container = %c.id, status = %c.status, "removing a runsc container with no actor record");
+                    if let Err(e) = self.runtime.delete(&c.id, true).await {
+                        tracing::error!(container = %c.id, error = %e, "could not remove unknown container");
+                    }
+                    report.removed_containers.push(c.id);
+                }
+            }
+        }
+        self.remove_orphan_dirs(&mut report)?;
+        Ok(report)
+    }
+
+    pub(super) async fn reconcile_one(
+        self: &Arc<Self>,
+        mut rec: ActorRecord,
+        running: Option<i32>,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
+        let id = rec.id.clone();
+        let before = rec.status;
+        let cid = rec.container.as_ref().map(|c| c.id.clone());
+
+        // Snapshot directories that are not on record go, except the one a
+        // SUSPENDING actor may have finished writing.
+        let recorded: HashSet<String> = rec.snapshots.iter().map(|s| s.id.clone()).collect();
+        for entry in self
+            .snapshots
+            .entries(&id)
+            .map_err(snapshot_err("recovery"))?
+        {
+            let pending = rec
+                .pending_snapshot
+                .as_deref()
+                .filter(|_| before == ActorStatus::Suspending && running.is_none());
+            let keep = recorded.contains(&entry)
+                || pending.is_some_and(|p| entry == p || entry.strip_prefix(TMP_PREFIX) == Some(p));
+            if !keep {
+                let _ = self.snapshots.remove(&id, &entry);
+                report.removed_dirs.push(self.snapshots.dir(&id, &entry));
+            }
+        }
+
+        match (before, running) {
+            (ActorStatus::Running, Some(_)) if rec.pending == Some(PendingOp::Stop) => {
+                if let Some(cid) = &cid {
+                    self.runtime
+                        .delete(cid, true)
+                        .await
+                        .map_err(runtime_err("finishing an interrupted stop"))?;
+                }
+                rec.container = None;
+                rec.pending = None;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Stopped,
+                    "recovery",
+                    "stopped by request",
+                )
+                .await?;
+            }
+            (ActorStatus::Running | ActorStatus::Starting | ActorStatus::Resuming, Some(pid)) => {
+                if let Some(c) = rec.container.as_mut() {
+                    c.pid = Some(pid);
+                }
+                rec.pending = None;
+                if before == ActorStatus::Running {
+                    self.store.save(&rec, None).await?;
+                } else {
+                    self.transition(
+                        &mut rec,
+                        ActorStatus::Running,
+                        "recovery",
+                        format!(
+                            "{} completed while the daemon was down",
+                            before.as_str().to_lowercase()
+                        ),
+                    )
+                    .await?;
+                }
+                if let Some(cid) = cid.clone() {
+                    let exit = self.runtime.adopt(&cid, pid);
+                    self.watch_exit(id.clone(), cid, exit);
+                }
+                report.adopted.push(id.clone());
+            }
+            (ActorStatus::Running, None) => {
+                rec.container = None;
+                let (to, message) = if rec.pending == Some(PendingOp::Stop) {
+                    (ActorStatus::Stopped, "stopped by request".to_string())
+                } else {
+                    (
+                        ActorStatus::Failed,
+                        "sandbox lost while the daemon was down".to_string(),
+                    )
+                };
+                rec.pending = None;
+                self.transition(&mut rec, to, "recovery", message).await?;
+            }
+            (ActorStatus::Starting, None) => {
+                rec.container = None;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Failed,
+                    "recovery",
+                    "the daemon stopped while the actor was starting",
+                )
+                .await?;
+            }
+            (ActorStatus::Resuming, None) if rec.snapshots.is_empty() => {
+                // A revive from an uncommitted image was interrupted.
+                rec.container = None;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Failed,
+                    "recovery",
+                    "the daemon stopped while the actor was being restored; no snapshot is committed",
+                )
+                .await?;
+            }
+            (ActorStatus::Resuming, None) => {
+                rec.container = None;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Suspended,
+                    "recovery",
+                    "resume interrupted by a daemon restart; the snapshot is intact",
+                )
+                .await?;
+            }
+            (ActorStatus::Suspending, Some(pid)) => {
+                if let Some(p) = rec.pending_snapshot.take() {
+                    let _ = self.snapshots.remove(&id, &format!("{TMP_PREFIX}{p}"));
+                }
+                if let Some(c) = rec.container.as_mut() {
+                    c.pid = Some(pid);
+                }
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Running,
+                    "recovery",
+                    "suspend interrupted by a daemon restart; the actor kept running",
+                )
+                .await?;
+                if let Some(cid) = cid.clone() {
+                    let exit = self.runtime.adopt(&cid, pid);
+                    self.watch_exit(id.clone(), cid, exit);
+                }
+                report.adopted.push(id.clone());
+            }
+            (ActorStatus::Suspending, None) => {
+                let pending = rec.pending_snapshot.take();
+                let finished = pending
+                    .as_deref()
+                    .and_then(|p| self.recover_snapshot(&id, p));
+                let tmp = pending.map(|p| {
+                    self.snapshots
+                        .actor_dir(&id)
+                        .join(format!("{TMP_PREFIX}{p}"))
+                });
+                match finished {
+                    Some(s) => {
+                        rec.container = None;
+                        rec.snapshots.push(s);
+                        self.transition(
+                            &mut rec,
+                            ActorStatus::Suspended,
+                            "recovery",
+                            "suspend completed before the daemon stopped",
+                        )
+                        .await?;
+                    }
+                    None => {
+                        // The checkpoint ran (it stopped the sandbox) but was
+                        // not committed: bring the actor back from its image.
+                        match tmp.clone().filter(|d| d.join("checkpoint.img").is_file()) {
+                            Some(dir) => {
+                                let why = ServiceError::Internal(
+                                    "the daemon stopped before the snapshot was committed"
+                                        .to_string(),
+                                );
+                                self.revive_from(&mut rec, &dir, &why).await?;
+                                if rec.status == ActorStatus::Running {
+                                    report.adopted.push(id.clone());
+                                }
+                            }
+                            None => {
+                                rec.container = None;
+                                self.transition(
+                                    &mut rec,
+                                    ActorStatus::Failed,
+                                    "recovery",
+                                    "the sandbox stopped during a suspend interrupted by a daemon restart; no snapshot was committed",
+                                )
+                                .await?;
+                            }
+                        }
+                    }
+                }
+                if let Some(dir) = tmp {
+                    let _ = remove_dir_if_exists(&dir);
+                }
+            }
+            (_, Some(_)) => {
+                // A sandbox for an actor that should have none: end it.
+                if let Some(cid) = &cid {
+                    let _ = self.runtime.delete(cid, true).await;
+                }
+                rec.container = None;
+                self.store.save(&rec, None).await?;
+            }
+            (_, None) => {
+                if rec.container.take().is_some() {
+                    self.store.save(&rec, None).await?;
+                }
+            }
+        }
+        // Leftover runsc state of a dead sandbox.
+        if let Some(cid) = cid {
+            if rec.container.as_ref().map(|c| &c.id) != Some(&cid) {
+                self.cleanup_container(cid);
+            }
+        }
+        if rec.status != before {
+            report.resolved.push((id, rec.status));
+        }
+        Ok(())
+    }
+
+    /// A snapshot that was renamed into place but not recorded: kept if its
+    /// manifest and files check out in full.
+    pub(super) fn recover_snapshot(&self, id: &str, snap_id: &str) -> Option<SnapshotRecord> {
+        let manifest = self.snapshots.manifest(id, snap_id).ok()?;
+        if let Err(e) = self.snapshots.verify(&manifest, true) {
+            tracing::warn!(actor = %id, snapshot = %snap_id, error = %e, "discarding an unverifiable snapshot");
+            let _ = self.snapshots.remove(id, snap_id);
+            return None;
+        }
+        let size_bytes = manifest.files.iter().map(|f| f.size).sum::<u64>()
+            + std::fs::metadata(
+                self.snapshots
+                    .dir(id, snap_id)
+                    .join(crate::snapshots::MANIFEST),
+            )
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Some(SnapshotRecord {
+            id: snap_id.to_string(),
+            created_at: manifest.created_at,
+            size_bytes,
+            runsc_version: manifest.runsc_version,
+        })
+    }
+
+    /// Directories of actors that have no record (an interrupted delete).
+    pub(super) fn remove_orphan_dirs(&self, report: &mut ReconcileReport) -> Result<()> {
+        let dirs = [
+            self.snapshots.actor_dir(""),
+            self.bundles.dir(""),
+            self.volumes_dir.clone(),
+        ];
+        for root in dirs {
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !self.store.contains(&name)? {
+                    let path = entry.path();
+                    tracing::warn!(path = %path.display(), "removing files of an actor with no record");
+                    let _ = remove_dir_if_exists(&path);
+                    report.removed_dirs.push(path);
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.logs_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".log") {
+                    if !self.store.contains(id)? {
+                        let _ = std::fs::remove_file(entry.path());
+                        report.removed_dirs.push(entry.path());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,337 @@
+//! Suspend and resume: checkpoint to a committed snapshot, restore from
+//! it, and bring an actor back from an uncommitted image when a commit
+//! fails.
+
+use super::*;
+
+/// Below this much free space a suspend measures the sandbox first.
+pub const SPACE_CHECK_BELOW: u64 = 1 << 30;
+
+/// Manifest and filesystem slack added to a snapshot's estimate.
+pub(super) const SNAPSHOT_OVERHEAD: u64 = 1 << 20;
+
+/// Space held for a checkpoint in flight; released on drop.
+pub(super) struct SpaceReservation {
+    counter: Option<Arc<AtomicU64>>,
+    bytes: u64,
+}
+
+impl SpaceReservation {
+    pub(super) fn none() -> SpaceReservation {
+        SpaceReservation {
+            counter: None,
+            bytes: 0,
+        }
+    }
+}
+
+impl Drop for SpaceReservation {
+    fn drop(&mut self) {
+        if let Some(c) = &self.counter {
+            c.fetch_sub(self.bytes, Ordering::SeqCst);
+        }
+    }
+}
+
+pub(super) fn spec_hash(rec: &ActorRecord) -> String {
+    sha256_hex(&serde_json::to_vec(&rec.spec).unwrap_or_default())
+}
+
+impl<R: Runtime> ActorService<R> {
+    /// `POST /v1/actors/{id}/suspend`.
+    pub async fn suspend(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        self.measured("suspend", self.suspend_inner(id)).await
+    }
+
+    pub(super) async fn suspend_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        let _op = self.begin_op()?;
+        validate_actor_id(id)?;
+        let t0 = Instant::now();
+        let _guard = self.locks.lock(id).await;
+        let mut rec = self.record(id)?;
+        if !rec.status.can_suspend() {
+            return Err(transition_error("suspend", &rec, "RUNNING"));
+        }
+        if rec.spec.containers.len() > 1 {
+            return Err(ServiceError::NotSupported(format!(
+                "cannot suspend actor {id}: multi-container actors cannot be restored by this runsc"
+            )));
+        }
+        let version = self
+            .runtime
+            .ensure_available()
+            .map_err(runtime_err("suspend"))?;
+        let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) else {
+            return Err(ServiceError::Internal(format!(
+                "actor {id} is RUNNING but has no container on record"
+            )));
+        };
+        let _space = self.reserve_snapshot_space(id, &cid).await?;
+        rec.snapshot_seq += 1;
+        let snap_id = snapshot_id(rec.snapshot_seq);
+        rec.pending_snapshot = Some(snap_id.clone());
+        self.transition(&mut rec, ActorStatus::Suspending, "suspend", "")
+            .await?;
+
+        let pending = match self.snapshots.begin(id, &snap_id) {
+            Ok(p) => p,
+            Err(e) => {
+                rec.pending_snapshot = None;
+                let err = snapshot_err(format!("suspending actor {id}"))(e);
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Running,
+                    "suspend failed",
+                    format!("suspend failed: {err}"),
+                )
+                .await?;
+                return Err(err);
+            }
+        };
+        let t_ck = Instant::now();
+        if let Err(e) = self.runtime.checkpoint(&cid, &pending.dir).await {
+            let err = runtime_err(format!("suspending actor {id}"))(e);
+            let _ = self.snapshots.discard(pending);
+            rec.pending_snapshot = None;
+            let alive = matches!(self.runtime.state(&cid).await, Ok(Some(s)) if s.is_running());
+            if alive {
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Running,
+                    "suspend failed",
+                    format!("suspend failed: {err}"),
+                )
+                .await?;
+            } else {
+                rec.container = None;
+                self.transition(
+                    &mut rec,
+                    ActorStatus::Failed,
+                    "suspend failed",
+                    format!("suspend failed and the sandbox is gone: {err}"),
+                )
+                .await?;
+                self.cleanup_container(cid);
+            }
+            return Err(err);
+        }
+        let checkpoint_ms = t_ck.elapsed().as_millis() as u64;
+
+        let spec_hash = spec_hash(&rec);
+        let created_at = now_rfc3339();
+        let store = self.snapshots.clone();
+        let (pending, committed) = {
+            let v = version.clone();
+            let c = created_at.clone();
+            tokio::task::spawn_blocking(move || {
+                let res = store.commit(&pending, spec_hash, v, c);
+                (pending, res)
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("commit task: {e}")))?
+        };
+        let committed = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                // The checkpoint stopped the sandbox, but its image is whole:
+                // bring the actor back from it rather than lose its state.
+                let err = snapshot_err(format!("committing snapshot {snap_id} of actor {id}"))(e);
+                rec.pending_snapshot = None;
+                self.cleanup_container(cid);
+                let res = self.revive_from(&mut rec, &pending.dir, &err).await;
+                let _ = self.snapshots.discard(pending);
+                res?;
+                return Err(err);
+            }
+        };
+        self.metrics
+            .snapshot_bytes_written
+            .inc_by(committed.size_bytes);
+        rec.snapshots.push(SnapshotRecord {
+            id: committed.id.clone(),
+            created_at,
+            size_bytes: committed.size_bytes,
+            runsc_version: version,
+        });
+        let pruned: Vec<SnapshotRecord> =
+            if self.retention > 0 && rec.snapshots.len() > self.retention {
+                let n = rec.snapshots.len() - self.retention;
+                rec.snapshots.drain(..n).collect()
+            } else {
+                Vec::new()
+            };
+        rec.pending_snapshot = None;
+        rec.container = None;
+        self.transition(&mut rec, ActorStatus::Suspended, "suspended", "")
+            .await?;
+        tracing::info!(actor = %id, op = "suspend", snapshot = %committed.id, bytes = committed.size_bytes,
+            checkpoint_ms, duration_ms = t0.elapsed().as_millis() as u64, "suspended");
+        // Off the response path: the checkpointed sandbox's runsc state
+        // and snapshots past retention.
+        self.cleanup_container(cid);
+        for s in pruned {
+            if let Err(e) = self.snapshots.remove(id, &s.id) {
+                tracing::warn!(actor = %id, snapshot = %s.id, error = %e, "removing old snapshot");
+            }
+        }
+        Ok(rec.to_api())
+    }
+
+    /// Checks that the snapshot filesystem can take this actor's checkpoint
+    /// before runsc starts: a checkpoint that runs out of space kills the
+    /// sandbox (runsc gives no way back), so it must not be tried. With
+    /// plenty of space the check costs one statvfs; below
+    /// [`SPACE_CHECK_BELOW`] it asks runsc how much memory the sandbox uses
+    /// (an upper bound of the compressed image) and reserves that much until
+    /// the snapshot is committed.
+    pub(super) async fn reserve_snapshot_space(
+        &self,
+        id: &str,
+        cid: &str,
+    ) -> Result<SpaceReservation> {
+        let dir = self.snapshots.actor_dir("");
+        let free = nix::sys::statvfs::statvfs(&dir)
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .map_err(|e| ServiceError::Internal(format!("statvfs {}: {e}", dir.display())))?;
+        let reserved = self.reserved_space.load(Ordering::SeqCst);
+        let available = free.saturating_sub(reserved);
+        if available >= SPACE_CHECK_BELOW {
+            return Ok(SpaceReservation::none());
+        }
+        let usage = self
+            .runtime
+            .usage(cid)
+            .await
+            .map_err(runtime_err(format!("measuring actor {id} before suspend")))?;
+        let need = usage + usage / 10 + SNAPSHOT_OVERHEAD;
+        if need > available {
+            return Err(ServiceError::Unavailable(format!(
+                "cannot suspend actor {id}: its snapshot needs up to {} MiB but {} has {} MiB free; the actor keeps running",
+                need.div_ceil(1 << 20),
+                dir.display(),
+                available >> 20
+            )));
+        }
+        self.reserved_space.fetch_add(need, Ordering::SeqCst);
+        Ok(SpaceReservation {
+            counter: Some(self.reserved_space.clone()),
+            bytes: need,
+        })
+    }
+
+    /// Restores `rec` from an uncommitted checkpoint image after its commit
+    /// failed, so the actor keeps running. Ends RUNNING or FAILED.
+    pub(super) async fn revive_from(
+        self: &Arc<Self>,
+        rec: &mut ActorRecord,
+        image_dir: &std::path::Path,
+        why: &ServiceError,
+    ) -> Result<()> {
+        let version = rec
+            .container
+            .as_ref()
+            .map(|c| c.runsc_version.clone())
+            .unwrap_or_default();
+        let launch = Launch {
+            version,
+            bundle: self.bundles.dir(&rec.id),
+            image_dir: Some(image_dir),
+            status: ActorStatus::Resuming,
+            reason: "suspend failed",
+            message: format!("suspend failed: {why}"),
+        };
+        match self.launch(rec, launch).await {
+            Ok(()) => {
+                self.transition(
+                    rec,
+                    ActorStatus::Running,
+                    "suspend failed",
+                    format!("suspend failed, actor kept running: {why}"),
+                )
+                .await
+            }
+            Err(e) => {
+                self.transition(
+                    rec,
+                    ActorStatus::Failed,
+                    "suspend failed",
+                    format!("suspend failed ({why}) and the actor could not be restored: {e}"),
+                )
+                .await
+            }
+        }
+    }
+
+    /// `POST /v1/actors/{id}/resume`.
+    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        self.measured("resume", self.resume_inner(id)).await
+    }
+
+    pub(super) async fn resume_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
+        let _op = self.begin_op()?;
+        validate_actor_id(id)?;
+        let t0 = Instant::now();
+        let _guard = self.locks.lock(id).await;
+        let mut rec = self.record(id)?;
+        if !rec.status.can_resume() {
+            return Err(transition_error("resume", &rec, "SUSPENDED"));
+        }
+        let Some(latest) = rec.snapshots.last().cloned() else {
+            return Err(ServiceError::Internal(format!(
+                "actor {id} is SUSPENDED but has no snapshot on record"
+            )));
+        };
+        let version = self
+            .runtime
+            .ensure_available()
+            .map_err(runtime_err("resume"))?;
+        let manifest = self
+            .snapshots
+            .manifest(id, &latest.id)
+            .map_err(snapshot_err(format!("resuming actor {id}")))?;
+        if manifest.runsc_version != version {
+            return Err(ServiceError::RuntimeMismatch {
+                id: id.to_string(),
+                snapshot: latest.id,
+                snapshot_version: manifest.runsc_version,
+                installed: version,
+            });
+        }
+        self.snapshots
+            .verify(&manifest, false)
+            .map_err(snapshot_err(format!("resuming actor {id}")))?;
+        let bundle = if self.bundles.exists(id) {
+            self.bundles.dir(id)
+        } else {
+            let image = self
+                .images
+                .resolve_recorded(&rec.spec.containers[0].image, rec.image_digest.as_deref())
+                .await?;
+            self.write_bundle(&rec, &image)?
+        };
+        let image_dir = self.snapshots.dir(id, &latest.id);
+        let launch = Launch {
+            version,
+            bundle,
+            image_dir: Some(&image_dir),
+            status: ActorStatus::Resuming,
+            reason: "resume",
+            message: String::new(),
+        };
+        if let Err(e) = self.launch(&mut rec, launch).await {
+            self.transition(
+                &mut rec,
+                ActorStatus::Suspended,
+                "resume failed",
+                format!("resume failed: {e}"),
+            )
+            .await?;
+            return Err(e);
+        }
+        self.transition(&mut rec, ActorStatus::Running, "resumed", "")
+            .await?;
+        tracing::info!(actor = %id, op = "resume", snapshot = %latest.id,
+            duration_ms = t0.elapsed().as_millis() as u64, "resumed");
+        Ok(rec.to_api())
+    }
+}
