@@ -83,9 +83,9 @@ async fn check(d: &Daemon, ids: &[String]) {
             continue;
         };
         let op = v["op"].as_str().unwrap_or("").to_string();
-        // Removing a dead sandbox's runsc state runs off the actor's lock by
-        // design (it never touches the live incarnation).
-        if op == "delete" {
+        // Removing a dead sandbox's runsc state ("discard") runs off the
+        // actor's lock by design: it never touches the live incarnation.
+        if op == "discard" {
             continue;
         }
         match msg {

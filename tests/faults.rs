@@ -139,3 +139,40 @@ async fn runsc_missing_at_call_time_answers_503_and_loses_nothing() {
     assert_eq!(s.status, ActorStatus::Suspended);
     d.client.act("steady", "resume").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chatty_actor_cannot_grow_its_log_without_bound() {
+    let d = Daemon::start_with_config("log_max_bytes = 4096\n", &[]);
+    let script = "while true; do echo 0123456789012345678901234567890123456789; done";
+    d.create(&actor_request("chatty", script)).await;
+    let log = d.state.join("logs/chatty.log");
+    let rotated = d.state.join("logs/chatty.log.1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !rotated.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was never rotated"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Rotation keeps the log near its limit: it is cut back whenever the
+    // check runs, while the actor goes on writing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let len = std::fs::metadata(&log).unwrap().len();
+        if len < 1 << 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log stays at {len} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(d.log().contains("rotated actor logs"));
+    // The logs endpoint still serves the current log.
+    d.wait_log("chatty", WAIT, |l| l.contains("0123456789"))
+        .await;
+    d.client.delete("chatty").await.unwrap();
+    assert!(!log.exists() && !rotated.exists());
+}

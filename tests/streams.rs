@@ -92,3 +92,45 @@ async fn the_event_stream_shows_transitions_as_they_happen() {
         .iter()
         .all(|e| e.actor_id == "watched" && !e.time.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_stream_misses_nothing_when_actors_change_at_once() {
+    let d = Daemon::start();
+    let resp = d
+        .client
+        .send(Method::GET, "/v1/events", None)
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    // Five actors created and stopped concurrently: their writes interleave.
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let body = actor_request(&format!("many-{i}"), "sleep 100000");
+        let client = d.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = body["id"].as_str().unwrap().to_string();
+            client
+                .create_raw(serde_json::to_vec(&body).unwrap())
+                .await
+                .unwrap();
+            client.act(&id, "stop").await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let logged = d.client.events_since(0).await.unwrap();
+    let last = logged.last().unwrap().seq;
+    let mut text = String::new();
+    assert!(
+        read_until(&mut body, &mut text, |t| t
+            .contains(&format!("\"seq\":{last},")))
+        .await,
+        "stream ended early"
+    );
+    let streamed: Vec<Event> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(streamed, logged, "the live stream differs from the log");
+}

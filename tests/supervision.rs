@@ -214,3 +214,38 @@ async fn event_sequence_survives_a_restart_and_since_replays_what_was_missed() {
     let all = d.client.events_since(0).await.unwrap();
     assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1), "{all:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_hangs_up_mid_step_does_not_cut_the_step_short() {
+    use std::io::Write;
+    let d = Daemon::start();
+    d.create(&actor_request("hangup", COUNTER)).await;
+    d.wait_log("hangup", WAIT, |l| numbers(l).len() >= 3).await;
+    // Send a suspend and hang up once its checkpoint has begun.
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"POST /v1/actors/hangup/suspend HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !d
+        .log()
+        .lines()
+        .any(|l| l.contains("runsc begin") && l.contains("\"op\":\"checkpoint\""))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the checkpoint never began"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(s);
+    // The suspend runs to its end: SUSPENDED, not stuck in SUSPENDING.
+    let a = d.wait_status("hangup", ActorStatus::Suspended, WAIT).await;
+    assert_eq!(a.snapshots.len(), 1);
+    let a = d.client.act("hangup", "resume").await.unwrap();
+    assert_eq!(a.status, ActorStatus::Running);
+    let n = numbers(&d.logs("hangup").await).len();
+    let log = d
+        .wait_log("hangup", WAIT, |l| numbers(l).len() > n + 2)
+        .await;
+    atelet_e2e::assert_consecutive(&numbers(&log));
+}

@@ -238,6 +238,8 @@ async fn kill_nine_at_any_point_loses_nothing() {
         t0.elapsed(),
         seen.values().map(|s| s.len()).sum::<usize>()
     );
+    // Every interrupted step was finished or undone: no actor was lost.
+    assert_eq!(failed, 0, "actors lost their state");
     // The kills must have landed inside both kinds of step at least once,
     // or the test proved less than it claims.
     assert!(

@@ -92,19 +92,33 @@ pub fn resolve_group(name: &str) -> Result<u32, String> {
     }
 }
 
-/// The primary and supplementary groups of a process, from
-/// `/proc/<pid>/status` (SO_PEERCRED carries only the primary one).
-pub fn process_groups(pid: i32, primary: u32) -> Vec<u32> {
+/// The primary and supplementary groups of the peer process `pid`, from
+/// `/proc/<pid>/status` (SO_PEERCRED carries only the primary one). The
+/// supplementary groups count only if that process still has the peer's
+/// uid and gid: a pid that exited and was reused by another process must
+/// not lend it its groups.
+pub fn process_groups(pid: i32, uid: u32, primary: u32) -> Vec<u32> {
     let mut gids = vec![primary];
-    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
-            gids.extend(
-                line["Groups:".len()..]
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return gids;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l[name.len()..]
                     .split_whitespace()
-                    .filter_map(|g| g.parse::<u32>().ok()),
-            );
-        }
+                    .filter_map(|v| v.parse::<u32>().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .unwrap_or_default()
+    };
+    // Real, effective, saved and filesystem ids: the peer's must be among them.
+    if !field("Uid:").contains(&uid) || !field("Gid:").contains(&primary) {
+        return gids;
     }
+    gids.extend(field("Groups:"));
     gids
 }
 
@@ -139,8 +153,23 @@ mod tests {
     }
 
     #[test]
-    fn our_own_groups_are_read_from_proc() {
-        let gids = process_groups(std::process::id() as i32, 12345);
-        assert_eq!(gids[0], 12345);
+    fn supplementary_groups_come_from_proc_only_for_the_right_process() {
+        let pid = std::process::id() as i32;
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let groups: Vec<u32> = status.lines().find(|l| l.starts_with("Groups:")).unwrap()
+            ["Groups:".len()..]
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        let mut want = vec![gid];
+        want.extend(&groups);
+        assert_eq!(process_groups(pid, uid, gid), want);
+        // Credentials that do not match the process: the primary group only.
+        assert_eq!(process_groups(pid, uid + 4242, gid), [gid]);
+        assert_eq!(process_groups(pid, uid, gid + 4242), [gid + 4242]);
+        // A process that is gone.
+        assert_eq!(process_groups(i32::MAX, uid, gid), [gid]);
     }
 }

@@ -2,7 +2,6 @@
 //! with oci-spec from the container spec, its securityContext and its image.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use atelet_api::capabilities::{resolve_capabilities, CapabilityError};
@@ -14,7 +13,15 @@ use oci_spec::runtime::{
     UserBuilder,
 };
 
+use crate::fsutil::write_replace;
 use crate::images::ImageConfig;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// `PATH` every process gets unless the image or the spec sets one.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -89,10 +96,11 @@ impl BundleBuilder {
         let spec = build_spec(input, &identity)?;
         create_private_dir(&dir)?;
         create_private_dir(&identity)?;
-        write_replace(&identity.join("actor-id"), input.actor_id.as_bytes())?;
+        write_replace(&identity.join("actor-id"), input.actor_id.as_bytes())
+            .map_err(io_err(&identity))?;
         let json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| BundleError::Invalid(format!("serialising config.json: {e}")))?;
-        write_replace(&dir.join("config.json"), &json)?;
+        write_replace(&dir.join("config.json"), &json).map_err(io_err(&dir))?;
         Ok(dir)
     }
 
@@ -107,7 +115,7 @@ impl BundleBuilder {
 
     /// Removes an actor's bundle.
     pub fn remove(&self, actor_id: &str) -> std::io::Result<()> {
-        remove_dir_if_exists(&self.dir(actor_id))
+        crate::fsutil::remove_dir_if_exists(&self.dir(actor_id))
     }
 }
 
@@ -294,48 +302,6 @@ fn create_private_dir(dir: &Path) -> Result<(), BundleError> {
             path: dir.to_path_buf(),
             source,
         })
-}
-
-/// Writes `bytes` to `path` through a temporary file, fsync and rename, so a
-/// crash leaves either the old or the new content.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
-    write_through_temp(path, bytes, true)
-}
-
-/// Like [`write_atomic`] without the fsync: for files the daemon can derive
-/// again (a bundle is rebuilt from the record when it is missing), where an
-/// fsync on every start would cost more than it protects.
-pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
-    write_through_temp(path, bytes, false)
-}
-
-fn write_through_temp(path: &Path, bytes: &[u8], sync: bool) -> Result<(), BundleError> {
-    let io = |source| BundleError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    if sync {
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
-}
-
-/// `remove_dir_all` that treats "already gone" as done.
-pub fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

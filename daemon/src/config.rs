@@ -58,6 +58,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// Snapshots kept per actor (newest first); 0 keeps all.
     pub snapshot_retention: Option<usize>,
+    /// Bytes an actor's log may reach before it is rotated to `<id>.log.1`.
+    pub log_max_bytes: Option<u64>,
     /// Log format.
     pub log_format: Option<LogFormat>,
     /// runsc settings.
@@ -125,6 +127,8 @@ pub struct Config {
     pub runsc_timeout: Duration,
     /// Snapshots kept per actor.
     pub snapshot_retention: usize,
+    /// Bytes an actor's log may reach before it is rotated.
+    pub log_max_bytes: u64,
     /// Log format; `None` picks by whether stderr is a terminal.
     pub log_format: Option<LogFormat>,
     /// Who may use the socket.
@@ -195,6 +199,7 @@ impl Config {
             overlay: r.overlay.unwrap_or_else(|| "root:memory".into()),
             runsc_timeout: Duration::from_secs(r.timeout_secs.unwrap_or(300)),
             snapshot_retention: file.snapshot_retention.unwrap_or(3),
+            log_max_bytes: file.log_max_bytes.unwrap_or(64 << 20).max(4096),
             log_format: flags.log_format.or(file.log_format),
         })
     }

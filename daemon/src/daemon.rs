@@ -17,6 +17,9 @@ use crate::service::{ActorService, ServiceConfig};
 use crate::store::Store;
 use crate::systemd::ActivatedSocket;
 
+/// How often actor logs are checked against `log_max_bytes`.
+const LOG_ROTATION_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How long shutdown waits for lifecycle steps in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -103,6 +106,7 @@ pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::
         ServiceConfig {
             state_dir: state.clone(),
             snapshot_retention: config.snapshot_retention,
+            log_max_bytes: config.log_max_bytes,
             metrics,
             policy: config.policy.clone(),
         },
@@ -116,8 +120,20 @@ pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::
         resolved = ?report.resolved,
         removed_containers = ?report.removed_containers,
         removed_dirs = report.removed_dirs.len(),
+        errors = ?report.errors,
         "recovered state"
     );
+
+    {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LOG_ROTATION_INTERVAL);
+            loop {
+                tick.tick().await;
+                svc.rotate_logs().await;
+            }
+        });
+    }
 
     let (listener, socket, owns_socket) = match activated {
         Some(a) => {

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::router::{route, Action, Route};
 use crate::runsc::Runtime;
 use crate::server::Peer;
-use crate::service::ActorService;
+use crate::service::{ActorService, ServiceError};
 
 /// Largest request body accepted (DESIGN §3).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -56,6 +56,13 @@ pub async fn handle<R: Runtime>(
         Err(e) => Err(e),
     }
     .unwrap_or_else(|e| error_response(&e));
+    let mut response = response;
+    if peer.access == Access::Denied {
+        // Nothing more will be served on this connection: free its slot.
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16();
     let duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
     if mutation || status >= 500 {
@@ -98,21 +105,25 @@ async fn dispatch<R: Runtime>(
                     format!("invalid request body: {e}"),
                 )
             })?;
-            Ok(json(StatusCode::CREATED, &svc.create(create).await?))
+            let actor = detached(async move { svc.create(create).await }).await?;
+            Ok(json(StatusCode::CREATED, &actor))
         }
         Route::ListActors { status } => Ok(list_actors(svc, status)),
         Route::GetActor(id) => Ok(json(StatusCode::OK, &svc.get(&id)?)),
         Route::Act(id, action) => {
-            let actor = match action {
-                Action::Start => svc.start(&id).await?,
-                Action::Suspend => svc.suspend(&id).await?,
-                Action::Resume => svc.resume(&id).await?,
-                Action::Stop => svc.stop(&id).await?,
-            };
+            let actor = detached(async move {
+                match action {
+                    Action::Start => svc.start(&id).await,
+                    Action::Suspend => svc.suspend(&id).await,
+                    Action::Resume => svc.resume(&id).await,
+                    Action::Stop => svc.stop(&id).await,
+                }
+            })
+            .await?;
             Ok(json(StatusCode::OK, &actor))
         }
         Route::DeleteActor(id) => {
-            svc.delete(&id).await?;
+            detached(async move { svc.delete(&id).await }).await?;
             Ok(no_content())
         }
         Route::ListImages => Ok(json(
@@ -122,7 +133,7 @@ async fn dispatch<R: Runtime>(
             },
         )),
         Route::DeleteImage(digest) => {
-            svc.delete_image(&digest).await?;
+            detached(async move { svc.delete_image(&digest).await }).await?;
             Ok(no_content())
         }
         Route::Logs { id, follow } => logs(svc, id, follow).await,
@@ -131,6 +142,22 @@ async fn dispatch<R: Runtime>(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Full::new(Bytes::from(svc.metrics_text()?)).boxed(),
+        )),
+    }
+}
+
+/// Runs a state-changing operation on its own task. hyper drops a
+/// request's future when the client goes away; a lifecycle step must not
+/// stop half-way because of that (it would leave a transitional status and
+/// a sandbox nobody watches), so it runs to its end whatever the client does.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ServiceError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(work).await {
+        Ok(res) => res.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("the operation's task failed: {e}"),
         )),
     }
 }
@@ -339,6 +366,10 @@ async fn logs<R: Runtime>(
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                // Rotated (truncated) since the last read: start over.
+                if f.metadata().await.is_ok_and(|m| m.len() < offset) {
+                    offset = 0;
+                }
                 if f.seek(SeekFrom::Start(offset)).await.is_ok() {
                     loop {
                         match f.read(&mut buf).await {
@@ -390,6 +421,15 @@ fn events<R: Runtime>(
                 ev = live.recv() => match ev {
                     Ok(ev) => {
                         if ev.seq <= last {
+                            continue;
+                        }
+                        // Writes of different actors may be announced out
+                        // of order; every event up to this one is already
+                        // in the log, so a gap is filled from there.
+                        if ev.seq > last + 1 {
+                            if !replay(&svc, &tx, &mut last).await {
+                                return;
+                            }
                             continue;
                         }
                         last = ev.seq;

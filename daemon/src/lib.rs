@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod fsutil;
 pub mod handlers;
 pub mod images;
 pub mod locks;

@@ -122,9 +122,8 @@ impl AdmissionPolicy {
         })
     }
 
-    /// Checks a (validated) create request against the policy, given how
-    /// many actors the node holds.
-    pub fn check(&self, req: &CreateActorRequest, actors: usize) -> Result<(), PolicyViolation> {
+    /// Checks that one more actor fits on a node that holds `actors`.
+    pub fn check_count(&self, actors: usize) -> Result<(), PolicyViolation> {
         if actors >= self.max_actors {
             return Err(PolicyViolation {
                 rule: "max_actors",
@@ -134,6 +133,38 @@ impl AdmissionPolicy {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Checks that an image reference points into the allowed directories
+    /// (symlinks resolved). `field` names it in the message.
+    pub fn check_image(&self, field: &str, reference: &str) -> Result<(), PolicyViolation> {
+        let Ok(image) = ImageRef::parse(reference) else {
+            // Validation refuses it with a better message.
+            return Ok(());
+        };
+        let path = resolve(Path::new(image.path()));
+        if self.image_dirs.iter().any(|d| path.starts_with(d)) {
+            return Ok(());
+        }
+        let dirs: Vec<String> = self
+            .image_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        Err(PolicyViolation {
+            rule: "image_dirs",
+            message: format!(
+                "{field}: {} is outside the image directories [{}]",
+                path.display(),
+                dirs.join(", ")
+            ),
+        })
+    }
+
+    /// Checks a (validated) create request against the policy's rules on
+    /// specs (the count is [`AdmissionPolicy::check_count`]).
+    pub fn check(&self, req: &CreateActorRequest) -> Result<(), PolicyViolation> {
         for (i, c) in req.spec.containers.iter().enumerate() {
             let field = format!("spec.containers[{i}]");
             let sc = c.security_context.as_ref();
@@ -162,24 +193,7 @@ impl AdmissionPolicy {
                     ),
                 });
             }
-            if let Ok(image) = ImageRef::parse(&c.image) {
-                let path = resolve(Path::new(image.path()));
-                if !self.image_dirs.iter().any(|d| path.starts_with(d)) {
-                    let dirs: Vec<String> = self
-                        .image_dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect();
-                    return Err(PolicyViolation {
-                        rule: "image_dirs",
-                        message: format!(
-                            "{field}.image: {} is outside the image directories [{}]",
-                            path.display(),
-                            dirs.join(", ")
-                        ),
-                    });
-                }
-            }
+            self.check_image(&format!("{field}.image"), &c.image)?;
         }
         Ok(())
     }
@@ -232,12 +246,12 @@ mod tests {
             "dir:/var/lib/images/busybox",
             json!({"capabilities": {"add": ["setuid", "CAP_SETGID"]}}),
         );
-        p.check(&ok, 0).unwrap();
+        p.check(&ok).unwrap();
         let bad = req(
             "dir:/var/lib/images/busybox",
             json!({"capabilities": {"add": ["SETUID", "NET_ADMIN"]}}),
         );
-        let e = p.check(&bad, 0).unwrap_err();
+        let e = p.check(&bad).unwrap_err();
         assert_eq!(e.rule, "allowed_capabilities");
         assert!(e.message.contains("add[1]: CAP_NET_ADMIN"), "{e}");
         assert!(e
@@ -248,10 +262,10 @@ mod tests {
     #[test]
     fn all_allows_every_capability() {
         let p = policy("allowed_capabilities = [\"ALL\"]\nimage_dirs = [\"/\"]");
-        p.check(
-            &req("dir:/x", json!({"capabilities": {"add": ["SYS_ADMIN"]}})),
-            0,
-        )
+        p.check(&req(
+            "dir:/x",
+            json!({"capabilities": {"add": ["SYS_ADMIN"]}}),
+        ))
         .unwrap();
     }
 
@@ -259,24 +273,18 @@ mod tests {
     fn run_as_root_can_be_refused() {
         let p = policy("allow_run_as_root = false\nimage_dirs = [\"/srv\"]");
         for sc in [serde_json::Value::Null, json!({}), json!({"runAsUser": 0})] {
-            let e = p.check(&req("dir:/srv/r", sc), 0).unwrap_err();
+            let e = p.check(&req("dir:/srv/r", sc)).unwrap_err();
             assert_eq!(e.rule, "allow_run_as_root");
         }
-        p.check(&req("dir:/srv/r", json!({"runAsUser": 1000})), 0)
+        p.check(&req("dir:/srv/r", json!({"runAsUser": 1000})))
             .unwrap();
     }
 
     #[test]
     fn max_actors_is_enforced() {
         let p = policy("max_actors = 2\nimage_dirs = [\"/srv\"]");
-        p.check(&req("dir:/srv/r", serde_json::Value::Null), 1)
-            .unwrap();
-        assert_eq!(
-            p.check(&req("dir:/srv/r", serde_json::Value::Null), 2)
-                .unwrap_err()
-                .rule,
-            "max_actors"
-        );
+        p.check_count(1).unwrap();
+        assert_eq!(p.check_count(2).unwrap_err().rule, "max_actors");
     }
 
     #[test]
@@ -287,14 +295,14 @@ mod tests {
         std::os::unix::fs::symlink("/etc", allowed.join("sneaky")).unwrap();
         let p = policy(&format!("image_dirs = [\"{}\"]", allowed.display()));
         let ok = format!("dir:{}/busybox", allowed.display());
-        p.check(&req(&ok, serde_json::Value::Null), 0).unwrap();
+        p.check(&req(&ok, serde_json::Value::Null)).unwrap();
         for bad in [
             "dir:/etc".to_string(),
             format!("dir:{}/sneaky", allowed.display()),
             "oci:/nonexistent/layout:latest".to_string(),
             format!("dir:{}-evil/x", allowed.display()),
         ] {
-            let e = p.check(&req(&bad, serde_json::Value::Null), 0).unwrap_err();
+            let e = p.check(&req(&bad, serde_json::Value::Null)).unwrap_err();
             assert_eq!(e.rule, "image_dirs", "{bad}");
         }
     }

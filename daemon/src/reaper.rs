@@ -169,11 +169,6 @@ impl Reaper {
         state.waiters.insert(pid, tx);
         Some(rx)
     }
-
-    /// Drops the subscription for `pid`, if any.
-    pub fn forget(&self, pid: i32) {
-        self.lock().waiters.remove(&pid);
-    }
 }
 
 /// True when `pid` is a child of this process (and so will be reaped here).

@@ -144,6 +144,46 @@ pub struct RunscConfig {
     pub timeout: Duration,
 }
 
+impl RunscConfig {
+    /// The binary to run: the configured one, else `runsc` on PATH (looked
+    /// up at each call, so that installing runsc is enough).
+    fn binary(&self) -> Result<PathBuf, RuntimeError> {
+        match &self.path {
+            Some(p) if is_executable(p) => Ok(p.clone()),
+            Some(p) => Err(RuntimeError::Unavailable(format!(
+                "{} does not exist or is not executable",
+                p.display()
+            ))),
+            None => find_on_path("runsc").ok_or_else(|| {
+                RuntimeError::Unavailable("runsc was not found on PATH".to_string())
+            }),
+        }
+    }
+
+    /// A runsc command with the global flags; `idle` runs it at the lowest
+    /// CPU priority (through `nice`), for cleanup that must not slow a
+    /// lifecycle step beside it.
+    fn command(&self, binary: &Path, args: &[&str], idle: bool) -> Command {
+        let mut cmd = if idle {
+            let mut c = Command::new("nice");
+            c.args(["-n", "19"]).arg(binary);
+            c
+        } else {
+            Command::new(binary)
+        };
+        cmd.arg(format!("--root={}", self.root.display()))
+            .arg(format!("--platform={}", self.platform))
+            .arg(format!("--network={}", self.network))
+            .arg(format!("--overlay2={}", self.overlay))
+            .args(args)
+            .stdin(Stdio::null())
+            // Own process group: a Ctrl-C meant for the daemon's terminal
+            // must not reach the sandboxes.
+            .process_group(0);
+        cmd
+    }
+}
+
 /// The runtime interface the actor service needs; [`Runsc`] is the real
 /// one, and unit tests of the state machine use a fake.
 pub trait Runtime: Send + Sync + 'static {
@@ -214,6 +254,9 @@ pub struct Runsc {
     version_cache: Mutex<Option<(PathBuf, SystemTime, String)>>,
 }
 
+/// How long `runsc --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Most bytes of runsc output kept in an error message.
 const OUTPUT_TAIL: usize = 2048;
 
@@ -230,47 +273,11 @@ impl Runsc {
 
     /// The binary to run: the configured one, else `runsc` on PATH.
     fn binary(&self) -> Result<PathBuf, RuntimeError> {
-        match &self.config.path {
-            Some(p) => {
-                if is_executable(p) {
-                    Ok(p.clone())
-                } else {
-                    Err(RuntimeError::Unavailable(format!(
-                        "{} does not exist or is not executable",
-                        p.display()
-                    )))
-                }
-            }
-            None => find_on_path("runsc").ok_or_else(|| {
-                RuntimeError::Unavailable("runsc was not found on PATH".to_string())
-            }),
-        }
+        self.config.binary()
     }
 
     fn command(&self, binary: &Path, args: &[&str]) -> Command {
-        self.command_at(binary, args, false)
-    }
-
-    /// A runsc command; `idle` runs it at the lowest CPU priority (through
-    /// `nice`), for cleanup that must not slow a lifecycle step beside it.
-    fn command_at(&self, binary: &Path, args: &[&str], idle: bool) -> Command {
-        let mut cmd = if idle {
-            let mut c = Command::new("nice");
-            c.args(["-n", "19"]).arg(binary);
-            c
-        } else {
-            Command::new(binary)
-        };
-        cmd.arg(format!("--root={}", self.config.root.display()))
-            .arg(format!("--platform={}", self.config.platform))
-            .arg(format!("--network={}", self.config.network))
-            .arg(format!("--overlay2={}", self.config.overlay))
-            .args(args)
-            .stdin(Stdio::null())
-            // Own process group: a Ctrl-C meant for the daemon's terminal
-            // must not reach the sandboxes.
-            .process_group(0);
-        cmd
+        self.config.command(binary, args, false)
     }
 
     /// Logs the beginning and the end of a runsc step (tests check from
@@ -310,11 +317,29 @@ impl Runsc {
             .await
     }
 
-    /// [`Runsc::output`] at idle CPU priority.
-    async fn output_idle(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
-        let container = args.last().copied().unwrap_or("");
-        self.logged(op, container, self.output_inner(op, args, true))
-            .await
+    /// `runsc delete`; a container that does not exist is not an error.
+    /// `op` names it in the log ("delete", or "discard" for background
+    /// cleanup at idle priority).
+    async fn remove(
+        &self,
+        op: &'static str,
+        container_id: &str,
+        force: bool,
+        idle: bool,
+    ) -> Result<(), RuntimeError> {
+        let args: &[&str] = if force {
+            &["delete", "--force", container_id]
+        } else {
+            &["delete", container_id]
+        };
+        let res = self
+            .logged(op, container_id, self.output_inner(op, args, idle))
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn output_inner(
@@ -324,7 +349,7 @@ impl Runsc {
         idle: bool,
     ) -> Result<Vec<u8>, RuntimeError> {
         let binary = self.binary()?;
-        let mut cmd = self.command_at(&binary, args, idle);
+        let mut cmd = self.config.command(&binary, args, idle);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let (mut child, exit) = self
             .reaper
@@ -493,7 +518,8 @@ impl Runsc {
                 return Ok(v.clone());
             }
         }
-        // Run synchronously: it takes a few milliseconds, once per binary.
+        // Once per binary, a few milliseconds; bounded, so that a binary
+        // that hangs cannot hold the caller's thread.
         let mut cmd = Command::new(path);
         cmd.arg("--version")
             .stdin(Stdio::null())
@@ -503,12 +529,27 @@ impl Runsc {
             .reaper
             .spawn(&mut cmd)
             .map_err(|e| RuntimeError::Unavailable(format!("{} --version: {e}", path.display())))?;
-        let mut out = String::new();
-        if let Some(mut stdout) = child.stdout.take() {
-            let _ = stdout.read_to_string(&mut out);
-        }
-        // stdout is at EOF, so runsc is done; its status adds nothing.
         drop(exit);
+        let stdout = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            if let Some(mut stdout) = stdout {
+                let _ = stdout.read_to_string(&mut out);
+            }
+            let _ = tx.send(out);
+        });
+        let out = rx.recv_timeout(VERSION_TIMEOUT).map_err(|_| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            RuntimeError::Unavailable(format!(
+                "{} --version did not answer within {} s",
+                path.display(),
+                VERSION_TIMEOUT.as_secs()
+            ))
+        })?;
         let version = parse_version(&out);
         let Some(version) = version else {
             return Err(RuntimeError::Unavailable(format!(
@@ -569,27 +610,11 @@ impl Runtime for Runsc {
     }
 
     async fn delete(&self, container_id: &str, force: bool) -> Result<(), RuntimeError> {
-        let args: &[&str] = if force {
-            &["delete", "--force", container_id]
-        } else {
-            &["delete", container_id]
-        };
-        match self.output("delete", args).await {
-            Ok(_) => Ok(()),
-            Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.remove("delete", container_id, force, false).await
     }
 
     async fn discard(&self, container_id: &str) -> Result<(), RuntimeError> {
-        match self
-            .output_idle("delete", &["delete", "--force", container_id])
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.remove("discard", container_id, true, true).await
     }
 
     async fn state(&self, container_id: &str) -> Result<Option<ContainerState>, RuntimeError> {
@@ -653,54 +678,70 @@ impl Runtime for Runsc {
 
     fn adopt(&self, container_id: &str, pid: i32) -> oneshot::Receiver<ExitOutcome> {
         // A sandbox from before a restart is not our child: `runsc wait`
-        // (which asks the sandbox itself) reports its exit status.
+        // (which asks the sandbox itself) reports its exit status. When
+        // that fails while the sandbox still runs (runsc missing for a
+        // while, say), it is asked again: an unknown outcome must never
+        // read as an exit, or the daemon would remove a live sandbox.
         let (tx, rx) = oneshot::channel();
         let container_id = container_id.to_string();
-        let binary = self.binary();
-        let cmd = binary.map(|b| self.command(&b, &["wait", &container_id]));
         let reaper = self.reaper.clone();
+        let config = self.config.clone();
         tokio::spawn(async move {
-            let outcome = match cmd {
-                Ok(mut cmd) => wait_adopted(&reaper, &mut cmd, pid).await,
-                Err(e) => ExitOutcome {
-                    code: None,
-                    message: format!("sandbox lost: {e}"),
-                },
-            };
-            let _ = tx.send(outcome);
+            loop {
+                if let Ok(binary) = config.binary() {
+                    let mut cmd = config.command(&binary, &["wait", &container_id], false);
+                    if let Some(outcome) = wait_adopted(&reaper, &mut cmd).await {
+                        let _ = tx.send(outcome);
+                        return;
+                    }
+                }
+                if !pid_alive(pid) {
+                    let _ = tx.send(ExitOutcome {
+                        code: None,
+                        message: format!(
+                            "sandbox (pid {pid}) lost: its exit status is unavailable"
+                        ),
+                    });
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         });
         rx
     }
 }
 
-/// Runs `runsc wait` for an adopted sandbox and interprets its answer.
-async fn wait_adopted(reaper: &Reaper, cmd: &mut Command, pid: i32) -> ExitOutcome {
+/// Runs `runsc wait` for an adopted sandbox; `None` when it gave no exit
+/// status.
+async fn wait_adopted(reaper: &Reaper, cmd: &mut Command) -> Option<ExitOutcome> {
     #[derive(Deserialize)]
     struct WaitOutput {
         #[serde(rename = "exitStatus")]
         exit_status: i32,
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    let lost = |why: String| ExitOutcome {
-        code: None,
-        message: format!("sandbox (pid {pid}) lost: {why}"),
-    };
-    let (mut child, exit) = match reaper.spawn(cmd) {
-        Ok(x) => x,
-        Err(e) => return lost(e.to_string()),
-    };
+    let (mut child, exit) = reaper.spawn(cmd).ok()?;
     let mut out = Vec::new();
     if let Some(Ok(mut stdout)) = child.stdout.take().map(pipe_reader) {
         let _ = stdout.read_to_end(&mut out).await;
     }
     let _ = exit.await;
-    match serde_json::from_slice::<WaitOutput>(&out) {
-        // runsc already folds a signal into 128+n.
-        Ok(w) => ExitOutcome {
-            code: Some(w.exit_status),
-            message: describe_exit(ExitStatus::Exited(w.exit_status)),
-        },
-        Err(_) => lost("its exit status is unavailable".to_string()),
+    // runsc already folds a signal into 128+n.
+    let w = serde_json::from_slice::<WaitOutput>(&out).ok()?;
+    Some(ExitOutcome {
+        code: Some(w.exit_status),
+        message: describe_exit(ExitStatus::Exited(w.exit_status)),
+    })
+}
+
+/// True while `pid` exists and is not a zombie.
+fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 

@@ -120,7 +120,7 @@ pub async fn serve<R: Runtime>(
             Ok(cred) => {
                 let gids = cred
                     .pid()
-                    .map(|pid| process_groups(pid, cred.gid()))
+                    .map(|pid| process_groups(pid, cred.uid(), cred.gid()))
                     .unwrap_or_else(|| vec![cred.gid()]);
                 Peer {
                     access: access.classify(cred.uid(), &gids),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::bundle::remove_dir_if_exists;
+use crate::fsutil::{hex, remove_dir_if_exists};
 
 /// Manifest layout version.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -310,11 +310,6 @@ impl SnapshotStore {
     pub fn entries(&self, actor_id: &str) -> Result<Vec<String>, SnapshotError> {
         list_dir(&self.actor_dir(actor_id))
     }
-
-    /// Actor ids that have a snapshot directory.
-    pub fn actors(&self) -> Result<Vec<String>, SnapshotError> {
-        list_dir(&self.root)
-    }
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<String>, SnapshotError> {
@@ -364,16 +359,6 @@ fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
         .map_err(io_err(dir))
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 (hex) of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +377,7 @@ mod tests {
         let m = store.manifest("a", "snap-000001").unwrap();
         assert_eq!(m, c.manifest);
         assert_eq!(m.files[0].size, 11);
-        assert_eq!(m.files[0].sha256, sha256_hex(b"image bytes"));
+        assert_eq!(m.files[0].sha256, crate::fsutil::sha256_hex(b"image bytes"));
         store.verify(&m, true).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let dir = store.dir("a", "snap-000001");

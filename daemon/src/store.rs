@@ -51,7 +51,7 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerRecord {
-    /// runsc container id: `<actor>_<incarnation>`.
+    /// runsc container id: `<actor>_<incarnation>.<node>` (see `service::container_id`).
     pub id: String,
     /// Sandbox pid, once runsc reported it.
     pub pid: Option<i32>,
@@ -228,7 +228,7 @@ pub struct Store {
     events: sled::Tree,
     /// Next event sequence number; the mutex orders writes and broadcasts.
     next_seq: Mutex<u64>,
-    /// Count of records per status, kept in step with the writes.
+    /// Where written events are announced to live streams.
     feed: broadcast::Sender<Event>,
     /// Highest sequence number written.
     last_seq: AtomicU64,
@@ -507,11 +507,6 @@ impl Store {
     /// New events as they are written (after they are durable).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.feed.subscribe()
-    }
-
-    /// Bytes sled uses on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
     }
 
     /// Flushes everything; called at shutdown.

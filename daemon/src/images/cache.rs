@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::oci::{ConfigFile, Digest};
-use crate::bundle::remove_dir_if_exists;
+use crate::fsutil::remove_dir_if_exists;
 
 /// Layout version of `image.json`.
 pub const ENTRY_VERSION: u32 = 1;

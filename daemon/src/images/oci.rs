@@ -23,7 +23,7 @@ use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::snapshots::hex;
+use crate::fsutil::hex;
 
 /// Largest JSON blob (index, manifest, config) read into memory.
 pub const MAX_JSON_BLOB: u64 = 4 * 1024 * 1024;

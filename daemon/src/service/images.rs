@@ -7,13 +7,7 @@ impl<R: Runtime> ActorService<R> {
     /// `GET /v1/images`: the image cache, each entry with the actors whose
     /// record names it.
     pub fn list_images(&self) -> Result<Vec<Image>> {
-        let mut users: HashMap<String, Vec<String>> = HashMap::new();
-        for (id, s) in self.store.summaries() {
-            if let Some(d) = s.image_digest {
-                users.entry(d).or_default().push(id);
-            }
-        }
-        users.values_mut().for_each(|ids| ids.sort());
+        let mut users = self.image_users();
         Ok(self
             .images
             .list()?
@@ -31,15 +25,10 @@ impl<R: Runtime> ActorService<R> {
     pub async fn delete_image(&self, digest: &str) -> Result<()> {
         let _op = self.begin_op()?;
         let lock = self.images.lock(digest).await?;
-        let digest = lock.digest();
-        let mut users: Vec<String> = self
-            .store
-            .summaries()
-            .into_iter()
-            .filter(|(_, s)| s.image_digest.as_deref() == Some(digest.as_str()))
-            .map(|(id, _)| id)
-            .collect();
-        users.sort();
+        let users = self
+            .image_users()
+            .remove(&lock.digest())
+            .unwrap_or_default();
         if !users.is_empty() {
             return Err(ImageError::InUse {
                 digest: lock.digest(),
@@ -48,5 +37,17 @@ impl<R: Runtime> ActorService<R> {
             .into());
         }
         Ok(self.images.remove(&lock)?)
+    }
+
+    /// The actors (sorted ids) whose record names each image digest.
+    fn image_users(&self) -> HashMap<String, Vec<String>> {
+        let mut users: HashMap<String, Vec<String>> = HashMap::new();
+        for (id, s) in self.store.summaries() {
+            if let Some(d) = s.image_digest {
+                users.entry(d).or_default().push(id);
+            }
+        }
+        users.values_mut().for_each(|ids| ids.sort());
+        users
     }
 }

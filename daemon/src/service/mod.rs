@@ -20,13 +20,14 @@ use atelet_api::{
 };
 use tokio::sync::{broadcast, oneshot, RwLock};
 
-use crate::bundle::{remove_dir_if_exists, BundleBuilder, BundleError, BundleInput};
+use crate::bundle::{BundleBuilder, BundleError, BundleInput};
+use crate::fsutil::{remove_dir_if_exists, sha256_hex};
 use crate::images::{ImageError, ImageStore, ResolvedImage};
 use crate::locks::KeyedLocks;
 use crate::metrics::{Metrics, StatusLabels};
 use crate::policy::{AdmissionPolicy, PolicyViolation};
 use crate::runsc::{ExitOutcome, LaunchSpec, Runtime, RuntimeError};
-use crate::snapshots::{sha256_hex, SnapshotError, SnapshotStore, TMP_PREFIX};
+use crate::snapshots::{SnapshotError, SnapshotStore, TMP_PREFIX};
 use crate::store::{
     now_rfc3339, ActorRecord, ContainerRecord, PendingOp, SnapshotRecord, Store, StoreError,
     Transition,
@@ -39,6 +40,9 @@ pub struct ServiceConfig {
     pub state_dir: PathBuf,
     /// Snapshots kept per actor (the newest); 0 keeps all.
     pub snapshot_retention: usize,
+    /// Bytes an actor's log may reach before [`ActorService::rotate_logs`]
+    /// moves it aside.
+    pub log_max_bytes: u64,
     /// Where operations are counted and timed.
     pub metrics: Arc<Metrics>,
     /// What specs may ask of this node.
@@ -69,6 +73,7 @@ pub struct ActorService<R: Runtime> {
     /// Per-actor locks.
     locks: KeyedLocks,
     retention: usize,
+    log_max_bytes: u64,
     /// Lifecycle steps hold it shared; shutdown takes it exclusively to
     /// let in-flight steps finish.
     gate: RwLock<()>,
@@ -77,6 +82,8 @@ pub struct ActorService<R: Runtime> {
     reserved_space: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     policy: AdmissionPolicy,
+    /// Serialises the count check and the insert of creates (max_actors).
+    admission: tokio::sync::Mutex<()>,
     /// This state dir's suffix of container ids (see [`container_id`]).
     node: String,
 }
@@ -107,11 +114,13 @@ impl<R: Runtime> ActorService<R> {
             volumes_dir: dir("volumes")?,
             locks: KeyedLocks::default(),
             retention: config.snapshot_retention,
+            log_max_bytes: config.log_max_bytes,
             gate: RwLock::new(()),
             draining: AtomicBool::new(false),
             reserved_space: Arc::new(AtomicU64::new(0)),
             metrics: config.metrics,
             policy: config.policy,
+            admission: tokio::sync::Mutex::new(()),
             node: node_id(&config.state_dir)?,
         }))
     }
@@ -119,6 +128,23 @@ impl<R: Runtime> ActorService<R> {
     /// The runtime (for health and tests).
     pub fn runtime(&self) -> &R {
         &self.runtime
+    }
+
+    /// Moves aside every actor log over `log_max_bytes`: its content goes to
+    /// `<id>.log.1` (replacing the previous one) and the log starts empty
+    /// again (copy and truncate: the sandbox keeps its O_APPEND descriptor).
+    /// An actor cannot fill the disk that holds sled and the snapshots with
+    /// its output. Lines written between the copy and the truncation are
+    /// lost.
+    pub async fn rotate_logs(&self) {
+        let dir = self.logs_dir.clone();
+        let max = self.log_max_bytes;
+        let rotated_logs = tokio::task::spawn_blocking(move || rotate_logs_in(&dir, max)).await;
+        match rotated_logs {
+            Ok(names) if !names.is_empty() => tracing::info!(logs = ?names, "rotated actor logs"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rotating logs"),
+        }
     }
 
     /// The actor's log file (stdout and stderr of its sandboxes).
@@ -208,11 +234,7 @@ impl<R: Runtime> ActorService<R> {
     /// Health: runsc and actor counts.
     pub fn health(&self) -> Result<Health> {
         let runsc = self.runtime.info();
-        let mut actors: std::collections::BTreeMap<ActorStatus, u64> =
-            ActorStatus::ALL.iter().map(|s| (*s, 0)).collect();
-        for (_, s) in self.store.summaries() {
-            *actors.entry(s.status).or_default() += 1;
-        }
+        let (actors, _) = self.status_counts();
         Ok(Health {
             status: if runsc.version.is_some() {
                 "ok"
@@ -223,6 +245,19 @@ impl<R: Runtime> ActorService<R> {
             runsc,
             actors,
         })
+    }
+
+    /// Actors per status (every status, zeros included) and the bytes of
+    /// all committed snapshots, from the store's in-memory summaries.
+    fn status_counts(&self) -> (std::collections::BTreeMap<ActorStatus, u64>, u64) {
+        let mut counts: std::collections::BTreeMap<ActorStatus, u64> =
+            ActorStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut snapshot_bytes = 0;
+        for (_, s) in self.store.summaries() {
+            *counts.entry(s.status).or_default() += 1;
+            snapshot_bytes += s.snapshot_bytes;
+        }
+        (counts, snapshot_bytes)
     }
 
     /// Checks that an actor exists (for the logs endpoint).
@@ -262,7 +297,7 @@ impl<R: Runtime> ActorService<R> {
         }
         // Before any image is read: image_dirs keeps the daemon from opening
         // (and unpacking) host paths the node does not allow.
-        self.policy.check(&req, self.store.len())?;
+        self.policy.check(&req)?;
         // Held (pinned) until the record names the image's digest.
         let mut images = Vec::new();
         for (i, c) in req.spec.containers.iter().enumerate() {
@@ -289,10 +324,17 @@ impl<R: Runtime> ActorService<R> {
         }
         let mut rec = ActorRecord::new(req.id, req.template, req.spec, now_rfc3339());
         rec.image_digest = images.first().and_then(|i| i.digest.clone());
-        self.store.insert_new(&rec, "created").await?;
+        {
+            // Count and insert as one step, or concurrent creates could all
+            // pass max_actors.
+            let _admission = self.admission.lock().await;
+            self.policy.check_count(self.store.len())?;
+            self.store.insert_new(&rec, "created").await?;
+        }
         tracing::info!(actor = %rec.id, op = "create", "actor created");
         if start {
-            self.start_locked(&mut rec, "create").await?;
+            self.start_locked(&mut rec, "create", images.into_iter().next())
+                .await?;
         }
         Ok(rec.to_api())
     }
@@ -314,14 +356,29 @@ impl<R: Runtime> ActorService<R> {
                 "CREATED, STOPPED or FAILED",
             ));
         }
-        self.start_locked(&mut rec, "start").await?;
+        self.start_locked(&mut rec, "start", None).await?;
         Ok(rec.to_api())
     }
 
-    async fn start_locked(self: &Arc<Self>, rec: &mut ActorRecord, op: &'static str) -> Result<()> {
+    /// Boots `rec` from its image; `image` is the one create already
+    /// resolved, else it is resolved again, under the policy in force now.
+    async fn start_locked(
+        self: &Arc<Self>,
+        rec: &mut ActorRecord,
+        op: &'static str,
+        image: Option<ResolvedImage>,
+    ) -> Result<()> {
         let t0 = Instant::now();
         let version = self.runtime.ensure_available().map_err(runtime_err(op))?;
-        let image = self.images.resolve(&rec.spec.containers[0].image).await?;
+        let image = match image {
+            Some(i) => i,
+            None => {
+                let reference = &rec.spec.containers[0].image;
+                self.policy
+                    .check_image("spec.containers[0].image", reference)?;
+                self.images.resolve(reference).await?
+            }
+        };
         rec.image_digest = image.digest.clone();
         let bundle = self.write_bundle(rec, &image)?;
         let launch = Launch {
@@ -377,8 +434,14 @@ impl<R: Runtime> ActorService<R> {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.runtime.delete(&cid, true).await;
-                rec.container = None;
+                // The half-made container goes; if even that fails, the
+                // record keeps it, so that stop, delete or recovery can end
+                // it rather than a sandbox running unknown to the record.
+                if let Err(cleanup) = self.runtime.delete(&cid, true).await {
+                    tracing::error!(actor = %rec.id, container = %cid, error = %cleanup, "could not remove a half-made sandbox");
+                } else {
+                    rec.container = None;
+                }
                 let what = if launch.image_dir.is_some() {
                     "restoring"
                 } else {
@@ -436,29 +499,31 @@ impl<R: Runtime> ActorService<R> {
         validate_actor_id(id)?;
         let _guard = self.locks.lock(id).await;
         let rec = self.record(id)?;
-        // The current sandbox, and the runsc state a suspend or an exit may
-        // still be cleaning up in the background.
-        let mut cids: Vec<String> = rec.container.iter().map(|c| c.id.clone()).collect();
-        if !cids.is_empty() {
+        // The current sandbox must go first: if that fails, nothing changes.
+        if let Some(c) = &rec.container {
             self.runtime
                 .ensure_available()
                 .map_err(runtime_err("delete"))?;
-        }
-        // Without a live sandbox runsc is only needed for tidying; recovery
-        // removes what is left if it is missing now.
-        let last = container_id(id, rec.incarnation, &self.node);
-        if rec.incarnation > 0 && !cids.contains(&last) && self.runtime.ensure_available().is_ok() {
-            cids.push(last);
-        }
-        for cid in cids {
             self.runtime
-                .delete(&cid, true)
+                .delete(&c.id, true)
                 .await
                 .map_err(runtime_err(format!("deleting actor {id}")))?;
         }
+        // The runsc state a suspend or an exit may still be removing in the
+        // background: tidying only, recovery removes what is left.
+        let last = container_id(id, rec.incarnation, &self.node);
+        let current = rec.container.as_ref().map(|c| c.id.as_str());
+        if rec.incarnation > 0
+            && current != Some(last.as_str())
+            && self.runtime.ensure_available().is_ok()
+        {
+            if let Err(e) = self.runtime.delete(&last, true).await {
+                tracing::warn!(actor = %id, container = %last, error = %e, "tidying runsc state");
+            }
+        }
         self.store.remove(id, rec.status, "deleted").await?;
         tracing::info!(actor = %id, op = "delete", "actor deleted");
-        self.remove_files(id);
+        self.remove_files(id).await;
         // While still holding the lock: the count then tells whether
         // anyone else waits for it.
         self.locks.forget(id);
@@ -466,28 +531,36 @@ impl<R: Runtime> ActorService<R> {
         Ok(())
     }
 
-    fn remove_files(&self, id: &str) {
-        let results = [
-            ("bundle", self.bundles.remove(id)),
-            (
-                "snapshots",
-                self.snapshots
-                    .remove_actor(id)
-                    .map_err(std::io::Error::other),
-            ),
-            ("volumes", remove_dir_if_exists(&self.volumes_dir.join(id))),
-            (
-                "log",
-                match std::fs::remove_file(self.log_path(id)) {
+    /// Removes a deleted actor's files (snapshots may be gigabytes: off the
+    /// async threads).
+    async fn remove_files(&self, id: &str) {
+        let dirs = [
+            ("bundle", self.bundles.dir(id)),
+            ("snapshots", self.snapshots.actor_dir(id)),
+            ("volumes", self.volumes_dir.join(id)),
+        ];
+        let logs = [self.log_path(id), rotated(&self.log_path(id))];
+        let id = id.to_string();
+        let work = tokio::task::spawn_blocking(move || {
+            let mut results: Vec<(&str, std::io::Result<()>)> = dirs
+                .iter()
+                .map(|(what, dir)| (*what, remove_dir_if_exists(dir)))
+                .collect();
+            for log in &logs {
+                let res = match std::fs::remove_file(log) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                     other => other,
-                },
-            ),
-        ];
-        for (what, res) in results {
-            if let Err(e) = res {
-                tracing::warn!(actor = %id, what, error = %e, "removing files of a deleted actor");
+                };
+                results.push(("log", res));
             }
+            for (what, res) in results {
+                if let Err(e) = res {
+                    tracing::warn!(actor = %id, what, error = %e, "removing files of a deleted actor");
+                }
+            }
+        });
+        if let Err(e) = work.await {
+            tracing::warn!(error = %e, "the file removal task failed");
         }
     }
 
@@ -508,19 +581,14 @@ impl<R: Runtime> ActorService<R> {
     /// `GET /metrics`: the gauges are read from the store, then everything
     /// is encoded.
     pub fn metrics_text(&self) -> Result<String> {
-        let mut counts: HashMap<ActorStatus, i64> = HashMap::new();
-        let mut snapshot_bytes = 0u64;
-        for (_, s) in self.store.summaries() {
-            *counts.entry(s.status).or_default() += 1;
-            snapshot_bytes += s.snapshot_bytes;
-        }
+        let (counts, snapshot_bytes) = self.status_counts();
         for status in ActorStatus::ALL {
             self.metrics
                 .actors
                 .get_or_create(&StatusLabels {
                     status: status.as_str(),
                 })
-                .set(counts.get(&status).copied().unwrap_or(0));
+                .set(counts.get(&status).copied().unwrap_or(0) as i64);
         }
         self.metrics.snapshot_bytes.set(snapshot_bytes as i64);
         self.metrics
@@ -579,9 +647,43 @@ fn node_id(state_dir: &std::path::Path) -> Result<String> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .map_err(|e| ServiceError::Internal(format!("reading /dev/urandom: {e}")))?;
-    let id = crate::snapshots::hex(&bytes);
-    crate::bundle::write_atomic(&path, id.as_bytes())?;
+    let id = crate::fsutil::hex(&bytes);
+    crate::fsutil::write_atomic(&path, id.as_bytes())
+        .map_err(|e| ServiceError::Internal(format!("writing {}: {e}", path.display())))?;
     Ok(id)
+}
+
+/// Where a log is rotated to.
+fn rotated(log: &std::path::Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Rotates the logs in `dir` over `max` bytes; returns their names.
+fn rotate_logs_in(dir: &std::path::Path, max: u64) -> Vec<String> {
+    let mut done = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return done;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_log = path.extension().is_some_and(|e| e == "log");
+        if !is_log || entry.metadata().map(|m| m.len()).unwrap_or(0) <= max {
+            continue;
+        }
+        let res = std::fs::copy(&path, rotated(&path)).and_then(|_| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(0))
+        });
+        match res {
+            Ok(()) => done.push(entry.file_name().to_string_lossy().into_owned()),
+            Err(e) => tracing::warn!(log = %path.display(), error = %e, "rotating a log"),
+        }
+    }
+    done
 }
 
 /// Snapshot ids sort in creation order.

@@ -16,6 +16,9 @@ pub struct ReconcileReport {
     pub removed_dirs: Vec<PathBuf>,
     /// runsc commands of a previous daemon that were waited for.
     pub settled_commands: usize,
+    /// Actors recovery could not settle, with why (they are left as they
+    /// were; the daemon serves the others).
+    pub errors: Vec<(String, String)>,
 }
 
 impl<R: Runtime> ActorService<R> {
@@ -26,13 +29,22 @@ impl<R: Runtime> ActorService<R> {
             settled_commands: self.runtime.settle().await,
             ..Default::default()
         };
-        let containers = match self.runtime.list().await {
-            Ok(list) => Some(list),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list runsc containers; running actors are not adopted");
-                None
+        let mut containers = None;
+        for attempt in 1..=3 {
+            match self.runtime.list().await {
+                Ok(list) => {
+                    containers = Some(list);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(attempt, error = %e, "cannot list runsc containers");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-        };
+        }
+        if containers.is_none() {
+            tracing::error!("running actors are not adopted: runsc cannot list its containers; restart the daemon once runsc works");
+        }
         let records = self.store.list()?;
         let mut known: HashSet<String> = HashSet::new();
         for rec in records {
@@ -49,7 +61,12 @@ impl<R: Runtime> ActorService<R> {
                 .as_ref()
                 .and_then(|c| containers.iter().find(|s| s.id == c.id));
             let running = state.filter(|s| s.is_running()).map(|s| s.pid);
-            self.reconcile_one(rec, running, &mut report).await?;
+            // One actor that cannot be settled must not keep the daemon
+            // (and every other actor) from being served.
+            if let Err(e) = self.reconcile_one(rec, running, &mut report).await {
+                tracing::error!(actor = %id, error = %e, "recovery could not settle the actor");
+                report.errors.push((id, e.to_string()));
+            }
         }
         if let Some(containers) = containers {
             for c in containers {
@@ -84,10 +101,12 @@ impl<R: Runtime> ActorService<R> {
             .entries(&id)
             .map_err(snapshot_err("recovery"))?
         {
-            let pending = rec
-                .pending_snapshot
-                .as_deref()
-                .filter(|_| before == ActorStatus::Suspending && running.is_none());
+            // A checkpoint image not yet committed (or a revive from it in
+            // flight) is kept until the step below has settled.
+            let pending = rec.pending_snapshot.as_deref().filter(|_| {
+                matches!(before, ActorStatus::Suspending | ActorStatus::Resuming)
+                    && running.is_none()
+            });
             let keep = recorded.contains(&entry)
                 || pending.is_some_and(|p| entry == p || entry.strip_prefix(TMP_PREFIX) == Some(p));
             if !keep {
@@ -119,6 +138,10 @@ impl<R: Runtime> ActorService<R> {
                     c.pid = Some(pid);
                 }
                 rec.pending = None;
+                // A revive from an uncommitted image completed.
+                if let Some(p) = rec.pending_snapshot.take() {
+                    let _ = self.snapshots.remove(&id, &format!("{TMP_PREFIX}{p}"));
+                }
                 if before == ActorStatus::Running {
                     self.store.save(&rec, None).await?;
                 } else {
@@ -162,8 +185,16 @@ impl<R: Runtime> ActorService<R> {
                 )
                 .await?;
             }
+            (ActorStatus::Resuming, None) if rec.pending_snapshot.is_some() => {
+                // A revive from an uncommitted checkpoint was interrupted:
+                // try it again (never fall back to an older snapshot).
+                let tmp = self.pending_image(&rec);
+                self.revive_or_fail(&mut rec, tmp.clone(), report).await?;
+                if let Some(dir) = tmp {
+                    let _ = remove_dir_if_exists(&dir);
+                }
+            }
             (ActorStatus::Resuming, None) if rec.snapshots.is_empty() => {
-                // A revive from an uncommitted image was interrupted.
                 rec.container = None;
                 self.transition(
                     &mut rec,
@@ -204,18 +235,15 @@ impl<R: Runtime> ActorService<R> {
                 report.adopted.push(id.clone());
             }
             (ActorStatus::Suspending, None) => {
-                let pending = rec.pending_snapshot.take();
-                let finished = pending
+                let tmp = self.pending_image(&rec);
+                let finished = rec
+                    .pending_snapshot
                     .as_deref()
                     .and_then(|p| self.recover_snapshot(&id, p));
-                let tmp = pending.map(|p| {
-                    self.snapshots
-                        .actor_dir(&id)
-                        .join(format!("{TMP_PREFIX}{p}"))
-                });
                 match finished {
                     Some(s) => {
                         rec.container = None;
+                        rec.pending_snapshot = None;
                         rec.snapshots.push(s);
                         self.transition(
                             &mut rec,
@@ -225,32 +253,9 @@ impl<R: Runtime> ActorService<R> {
                         )
                         .await?;
                     }
-                    None => {
-                        // The checkpoint ran (it stopped the sandbox) but was
-                        // not committed: bring the actor back from its image.
-                        match tmp.clone().filter(|d| d.join("checkpoint.img").is_file()) {
-                            Some(dir) => {
-                                let why = ServiceError::Internal(
-                                    "the daemon stopped before the snapshot was committed"
-                                        .to_string(),
-                                );
-                                self.revive_from(&mut rec, &dir, &why).await?;
-                                if rec.status == ActorStatus::Running {
-                                    report.adopted.push(id.clone());
-                                }
-                            }
-                            None => {
-                                rec.container = None;
-                                self.transition(
-                                    &mut rec,
-                                    ActorStatus::Failed,
-                                    "recovery",
-                                    "the sandbox stopped during a suspend interrupted by a daemon restart; no snapshot was committed",
-                                )
-                                .await?;
-                            }
-                        }
-                    }
+                    // The checkpoint ran (it stopped the sandbox) but was
+                    // not committed: bring the actor back from its image.
+                    None => self.revive_or_fail(&mut rec, tmp.clone(), report).await?,
                 }
                 if let Some(dir) = tmp {
                     let _ = remove_dir_if_exists(&dir);
@@ -278,6 +283,52 @@ impl<R: Runtime> ActorService<R> {
         }
         if rec.status != before {
             report.resolved.push((id, rec.status));
+        }
+        Ok(())
+    }
+
+    /// The temporary directory of the actor's pending snapshot, if it holds
+    /// a checkpoint image.
+    fn pending_image(&self, rec: &ActorRecord) -> Option<PathBuf> {
+        rec.pending_snapshot
+            .as_deref()
+            .map(|p| {
+                self.snapshots
+                    .actor_dir(&rec.id)
+                    .join(format!("{TMP_PREFIX}{p}"))
+            })
+            .filter(|d| d.join("checkpoint.img").is_file())
+    }
+
+    /// Restores an actor whose sandbox a checkpoint stopped from the image
+    /// that checkpoint wrote (uncommitted); FAILED when there is none.
+    async fn revive_or_fail(
+        self: &Arc<Self>,
+        rec: &mut ActorRecord,
+        image: Option<PathBuf>,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
+        match image {
+            Some(dir) => {
+                let why = ServiceError::Internal(
+                    "the daemon stopped before the snapshot was committed".to_string(),
+                );
+                self.revive_from(rec, &dir, &why).await?;
+                if rec.status == ActorStatus::Running {
+                    report.adopted.push(rec.id.clone());
+                }
+            }
+            None => {
+                rec.container = None;
+                rec.pending_snapshot = None;
+                self.transition(
+                    rec,
+                    ActorStatus::Failed,
+                    "recovery",
+                    "the sandbox stopped during a suspend interrupted by a daemon restart; no snapshot was committed",
+                )
+                .await?;
+            }
         }
         Ok(())
     }
@@ -331,7 +382,10 @@ impl<R: Runtime> ActorService<R> {
         if let Ok(entries) = std::fs::read_dir(&self.logs_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(id) = name.strip_suffix(".log") {
+                if let Some(id) = name
+                    .strip_suffix(".log")
+                    .or_else(|| name.strip_suffix(".log.1"))
+                {
                     if !self.store.contains(id)? {
                         let _ = std::fs::remove_file(entry.path());
                         report.removed_dirs.push(entry.path());

@@ -45,6 +45,9 @@ impl<R: Runtime> ActorService<R> {
     ) -> Result<()> {
         let _guard = self.locks.lock(id).await;
         let Some(mut rec) = self.store.get(id)? else {
+            // Deleted while this waited for the lock: the lock's entry
+            // would otherwise stay behind.
+            self.locks.forget(id);
             return Ok(());
         };
         let current = rec.container.as_ref().map(|c| c.id.as_str()) == Some(cid);

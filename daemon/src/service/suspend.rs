@@ -93,7 +93,13 @@ impl<R: Runtime> ActorService<R> {
             let err = runtime_err(format!("suspending actor {id}"))(e);
             let _ = self.snapshots.discard(pending);
             rec.pending_snapshot = None;
-            let alive = matches!(self.runtime.state(&cid).await, Ok(Some(s)) if s.is_running());
+            // Only a definite answer counts as dead: if runsc cannot say,
+            // the actor stays RUNNING and its exit watcher speaks later.
+            let alive = match self.runtime.state(&cid).await {
+                Ok(Some(s)) => s.is_running(),
+                Ok(None) => false,
+                Err(_) => true,
+            };
             if alive {
                 self.transition(
                     &mut rec,
@@ -136,7 +142,8 @@ impl<R: Runtime> ActorService<R> {
                 // The checkpoint stopped the sandbox, but its image is whole:
                 // bring the actor back from it rather than lose its state.
                 let err = snapshot_err(format!("committing snapshot {snap_id} of actor {id}"))(e);
-                rec.pending_snapshot = None;
+                // pending_snapshot stays set until the revive settles, so
+                // that recovery retries it from the same image.
                 self.cleanup_container(cid);
                 let res = self.revive_from(&mut rec, &pending.dir, &err).await;
                 let _ = self.snapshots.discard(pending);
@@ -169,10 +176,16 @@ impl<R: Runtime> ActorService<R> {
         // Off the response path: the checkpointed sandbox's runsc state
         // and snapshots past retention.
         self.cleanup_container(cid);
-        for s in pruned {
-            if let Err(e) = self.snapshots.remove(id, &s.id) {
-                tracing::warn!(actor = %id, snapshot = %s.id, error = %e, "removing old snapshot");
-            }
+        if !pruned.is_empty() {
+            let snapshots = self.snapshots.clone();
+            let id = id.to_string();
+            tokio::task::spawn_blocking(move || {
+                for s in pruned {
+                    if let Err(e) = snapshots.remove(&id, &s.id) {
+                        tracing::warn!(actor = %id, snapshot = %s.id, error = %e, "removing old snapshot");
+                    }
+                }
+            });
         }
         Ok(rec.to_api())
     }
@@ -220,7 +233,8 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// Restores `rec` from an uncommitted checkpoint image after its commit
-    /// failed, so the actor keeps running. Ends RUNNING or FAILED.
+    /// failed, so the actor keeps running. Ends RUNNING or FAILED, with the
+    /// pending snapshot cleared.
     pub(super) async fn revive_from(
         self: &Arc<Self>,
         rec: &mut ActorRecord,
@@ -240,7 +254,9 @@ impl<R: Runtime> ActorService<R> {
             reason: "suspend failed",
             message: format!("suspend failed: {why}"),
         };
-        match self.launch(rec, launch).await {
+        let launched = self.launch(rec, launch).await;
+        rec.pending_snapshot = None;
+        match launched {
             Ok(()) => {
                 self.transition(
                     rec,
@@ -319,13 +335,16 @@ impl<R: Runtime> ActorService<R> {
             message: String::new(),
         };
         if let Err(e) = self.launch(&mut rec, launch).await {
-            self.transition(
-                &mut rec,
-                ActorStatus::Suspended,
-                "resume failed",
-                format!("resume failed: {e}"),
-            )
-            .await?;
+            // Back to SUSPENDED, snapshot intact; but if a half-restored
+            // sandbox could not be removed, FAILED keeps it on record so
+            // that it is stopped before anything starts again.
+            let to = if rec.container.is_some() {
+                ActorStatus::Failed
+            } else {
+                ActorStatus::Suspended
+            };
+            self.transition(&mut rec, to, "resume failed", format!("resume failed: {e}"))
+                .await?;
             return Err(e);
         }
         self.transition(&mut rec, ActorStatus::Running, "resumed", "")

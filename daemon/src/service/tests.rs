@@ -133,6 +133,10 @@ impl Runtime for Fake {
             return Err(Fake::failed("checkpoint"));
         }
         std::fs::write(image_dir.join("checkpoint.img"), format!("image of {cid}")).unwrap();
+        if self.take_fail("commit").is_some() {
+            // Something the commit cannot hash: it fails after the image is whole.
+            std::fs::create_dir(image_dir.join("junk")).unwrap();
+        }
         self.exit(cid, 0);
         Ok(())
     }
@@ -201,6 +205,7 @@ impl Env {
             ServiceConfig {
                 state_dir: self.dir.path().to_path_buf(),
                 snapshot_retention: 0,
+                log_max_bytes: 1 << 20,
                 metrics: crate::metrics::Metrics::new(),
                 policy: crate::policy::AdmissionPolicy::from_config(&crate::policy::PolicyConfig {
                     image_dirs: Some(vec!["/".into()]),
@@ -342,6 +347,33 @@ async fn a_checkpoint_that_kills_the_sandbox_leaves_the_actor_failed() {
         a.status_message
     );
     assert!(env.snapshots().entries("a").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_committed_is_restored_and_the_actor_kept_running() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    env.fake.state().fail.insert("commit", false);
+    let err = svc.suspend("a").await.unwrap_err();
+    assert!(err.to_string().contains("committing snapshot"), "{err}");
+    let a = svc.get("a").unwrap();
+    assert_eq!(a.status, ActorStatus::Running);
+    assert!(
+        a.status_message.contains("actor kept running"),
+        "{}",
+        a.status_message
+    );
+    assert!(a.snapshots.is_empty());
+    assert!(
+        env.snapshots().entries("a").unwrap().is_empty(),
+        "temp dir left"
+    );
+    use ActorStatus::*;
+    assert_eq!(
+        path_of(&svc, "a"),
+        [Created, Starting, Running, Suspending, Resuming, Running].map(Some)
+    );
 }
 
 #[tokio::test]
@@ -510,6 +542,25 @@ async fn recovery_resolves_every_interrupted_step() {
     });
     store.save(&r, None).await.unwrap();
 
+    // A revive from an uncommitted image was interrupted: retried from that
+    // image, never rolled back to the older committed snapshot.
+    let mut r = env.record("revive", Resuming, Some("revive_3"));
+    let p = snaps.begin("revive", "snap-000001").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"old").unwrap();
+    let c = snaps
+        .commit(&p, "h".into(), "fake-1".into(), now_rfc3339())
+        .unwrap();
+    r.snapshots.push(SnapshotRecord {
+        id: c.id,
+        created_at: now_rfc3339(),
+        size_bytes: c.size_bytes,
+        runsc_version: "fake-1".into(),
+    });
+    r.pending_snapshot = Some("snap-000002".into());
+    store.save(&r, None).await.unwrap();
+    let p = snaps.begin("revive", "snap-000002").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"newest").unwrap();
+
     // Leftovers: a container and directories nobody owns.
     running("stranger_1");
     std::fs::create_dir_all(env.dir.path().join("bundles/ghost")).unwrap();
@@ -538,6 +589,11 @@ async fn recovery_resolves_every_interrupted_step() {
     assert_eq!(status("res-lost"), Suspended);
     assert_eq!(svc.get("res-lost").unwrap().snapshots.len(), 1);
 
+    let revived = svc.get("revive").unwrap();
+    assert_eq!(revived.status, Running, "{}", revived.status_message);
+    assert_eq!(revived.snapshots.len(), 1);
+    assert_eq!(snaps.entries("revive").unwrap(), ["snap-000001"]);
+
     assert_eq!(report.removed_containers, ["stranger_1"]);
     assert!(!env.dir.path().join("bundles/ghost").exists());
     assert!(!env.dir.path().join("snapshots/ghost").exists());
@@ -547,6 +603,7 @@ async fn recovery_resolves_every_interrupted_step() {
         adopted,
         [
             "res-alive",
+            "revive",
             "run-alive",
             "start-alive",
             "susp-alive",
@@ -558,4 +615,20 @@ async fn recovery_resolves_every_interrupted_step() {
     assert!(events
         .iter()
         .any(|e| e.actor_id == "run-lost" && e.to == Some(Failed) && e.reason == "recovery"));
+}
+
+#[test]
+fn logs_over_the_limit_are_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("a.log");
+    let small = dir.path().join("b.log");
+    std::fs::write(&big, vec![b'x'; 10_000]).unwrap();
+    std::fs::write(&small, b"short").unwrap();
+    let done = rotate_logs_in(dir.path(), 4096);
+    assert_eq!(done, ["a.log"]);
+    assert_eq!(std::fs::metadata(&big).unwrap().len(), 0);
+    assert_eq!(std::fs::metadata(rotated(&big)).unwrap().len(), 10_000);
+    assert_eq!(std::fs::read(&small).unwrap(), b"short");
+    // The rotated copy itself is never rotated again.
+    assert!(rotate_logs_in(dir.path(), 4096).is_empty());
 }
