@@ -53,7 +53,9 @@ fn socket_activation_serves_the_passed_socket_and_notifies_readiness() {
     std::fs::write(
         &runsc_wrapper,
         format!(
-            "#!/bin/sh\nenv > {}/runsc-env.$$\nexec runsc \"$@\"\n",
+            // Written whole, then renamed: the test may read while a
+            // background runsc call is starting.
+            "#!/bin/sh\nenv > {0}/.env.$$ && mv {0}/.env.$$ {0}/runsc-env.$$\nexec runsc \"$@\"\n",
             notify_dir.path().display()
         ),
     )
