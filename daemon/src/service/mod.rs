@@ -49,6 +49,13 @@ pub struct ServiceConfig {
     pub policy: AdmissionPolicy,
 }
 
+/// What a lifecycle step holds while it runs: a place in the shutdown gate
+/// and the actor's lock.
+struct Step<'a> {
+    _gate: tokio::sync::RwLockReadGuard<'a, ()>,
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// A new incarnation to launch: see [`ActorService::launch`].
 struct Launch<'a> {
     version: String,
@@ -172,6 +179,33 @@ impl<R: Runtime> ActorService<R> {
             .is_ok();
         let _ = self.store.flush();
         drained
+    }
+
+    /// Enters a lifecycle step on actor `id`: refuses while draining,
+    /// validates the id, waits for the actor's lock, reads its record and
+    /// checks that `op` is allowed from its status (`needs` names the
+    /// statuses that allow it, for the 409).
+    async fn begin_step(
+        &self,
+        id: &str,
+        op: &'static str,
+        allowed: fn(ActorStatus) -> bool,
+        needs: &'static str,
+    ) -> Result<(Step<'_>, ActorRecord)> {
+        let gate = self.begin_op()?;
+        validate_actor_id(id)?;
+        let lock = self.locks.lock(id).await;
+        let rec = self.record(id)?;
+        if !allowed(rec.status) {
+            return Err(transition_error(op, &rec, needs));
+        }
+        Ok((
+            Step {
+                _gate: gate,
+                _lock: lock,
+            },
+            rec,
+        ))
     }
 
     fn record(&self, id: &str) -> Result<ActorRecord> {
@@ -345,17 +379,14 @@ impl<R: Runtime> ActorService<R> {
     }
 
     async fn start_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        let _op = self.begin_op()?;
-        validate_actor_id(id)?;
-        let _guard = self.locks.lock(id).await;
-        let mut rec = self.record(id)?;
-        if !rec.status.can_start() {
-            return Err(transition_error(
+        let (_step, mut rec) = self
+            .begin_step(
+                id,
                 "start",
-                &rec,
+                ActorStatus::can_start,
                 "CREATED, STOPPED or FAILED",
-            ));
-        }
+            )
+            .await?;
         self.start_locked(&mut rec, "start", None).await?;
         Ok(rec.to_api())
     }
@@ -458,13 +489,9 @@ impl<R: Runtime> ActorService<R> {
     }
 
     async fn stop_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        let _op = self.begin_op()?;
-        validate_actor_id(id)?;
-        let _guard = self.locks.lock(id).await;
-        let mut rec = self.record(id)?;
-        if !rec.status.can_stop() {
-            return Err(transition_error("stop", &rec, "RUNNING or SUSPENDED"));
-        }
+        let (_step, mut rec) = self
+            .begin_step(id, "stop", ActorStatus::can_stop, "RUNNING or SUSPENDED")
+            .await?;
         if let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) {
             self.runtime
                 .ensure_available()
@@ -495,10 +522,7 @@ impl<R: Runtime> ActorService<R> {
     }
 
     async fn delete_inner(&self, id: &str) -> Result<()> {
-        let _op = self.begin_op()?;
-        validate_actor_id(id)?;
-        let _guard = self.locks.lock(id).await;
-        let rec = self.record(id)?;
+        let (step, rec) = self.begin_step(id, "delete", |_| true, "").await?;
         // The current sandbox must go first: if that fails, nothing changes.
         if let Some(c) = &rec.container {
             self.runtime
@@ -527,7 +551,7 @@ impl<R: Runtime> ActorService<R> {
         // While still holding the lock: the count then tells whether
         // anyone else waits for it.
         self.locks.forget(id);
-        drop(_guard);
+        drop(step);
         Ok(())
     }
 

@@ -44,14 +44,10 @@ impl<R: Runtime> ActorService<R> {
     }
 
     pub(super) async fn suspend_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        let _op = self.begin_op()?;
-        validate_actor_id(id)?;
         let t0 = Instant::now();
-        let _guard = self.locks.lock(id).await;
-        let mut rec = self.record(id)?;
-        if !rec.status.can_suspend() {
-            return Err(transition_error("suspend", &rec, "RUNNING"));
-        }
+        let (_step, mut rec) = self
+            .begin_step(id, "suspend", ActorStatus::can_suspend, "RUNNING")
+            .await?;
         if rec.spec.containers.len() > 1 {
             return Err(ServiceError::NotSupported(format!(
                 "cannot suspend actor {id}: multi-container actors cannot be restored by this runsc"
@@ -284,14 +280,10 @@ impl<R: Runtime> ActorService<R> {
     }
 
     pub(super) async fn resume_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        let _op = self.begin_op()?;
-        validate_actor_id(id)?;
         let t0 = Instant::now();
-        let _guard = self.locks.lock(id).await;
-        let mut rec = self.record(id)?;
-        if !rec.status.can_resume() {
-            return Err(transition_error("resume", &rec, "SUSPENDED"));
-        }
+        let (_step, mut rec) = self
+            .begin_step(id, "resume", ActorStatus::can_resume, "SUSPENDED")
+            .await?;
         let Some(latest) = rec.snapshots.last().cloned() else {
             return Err(ServiceError::Internal(format!(
                 "actor {id} is SUSPENDED but has no snapshot on record"
