@@ -88,6 +88,8 @@ pub struct LimitsConfig {
     pub body_read_timeout_secs: Option<u64>,
     /// Bytes of request head (line and headers) accepted; at least 8192.
     pub max_header_bytes: Option<usize>,
+    /// Headers accepted in one request.
+    pub max_headers: Option<usize>,
 }
 
 /// `[runsc]` in the config file.
@@ -176,6 +178,7 @@ impl Config {
                 .max_header_bytes
                 .unwrap_or(defaults.max_header_bytes)
                 .max(8192),
+            max_headers: l.max_headers.unwrap_or(defaults.max_headers).max(16),
         };
         let r = file.runsc;
         Ok(Config {

@@ -22,7 +22,7 @@ use crate::access::Access;
 use crate::error::ApiError;
 use crate::router::{route, Action, Route};
 use crate::runsc::Runtime;
-use crate::server::Peer;
+use crate::server::{Limits, Peer};
 use crate::service::{ActorService, ServiceError};
 
 /// Largest request body accepted (DESIGN §3).
@@ -46,8 +46,11 @@ pub async fn handle<R: Runtime>(
     let t0 = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let parsed = route(&method, &path, req.uri().query());
+    let oversized = check_head(&req, &peer.limits);
+    let parsed = oversized.and_then(|()| route(&method, &path, req.uri().query()));
     let mutation = parsed.as_ref().is_ok_and(Route::is_mutation);
+    let close = peer.access == Access::Denied
+        || matches!(&parsed, Err(e) if e.code == ErrorCode::PayloadTooLarge);
     let response = match parsed {
         Ok(r) => match authorize(&peer, &r) {
             Ok(()) => dispatch(svc, r, req, peer.limits.body_read_timeout).await,
@@ -57,7 +60,7 @@ pub async fn handle<R: Runtime>(
     }
     .unwrap_or_else(|e| error_response(&e));
     let mut response = response;
-    if peer.access == Access::Denied {
+    if close {
         // Nothing more will be served on this connection: free its slot.
         response
             .headers_mut()
@@ -71,6 +74,39 @@ pub async fn handle<R: Runtime>(
         tracing::debug!(%method, %path, status, duration_ms, "request");
     }
     Ok(response)
+}
+
+/// Refuses a request head over the configured limits with the JSON error
+/// of DESIGN §3 (hyper's own, bare 431 only comes at four times them).
+fn check_head(req: &Request<Incoming>, limits: &Limits) -> Result<(), ApiError> {
+    let count = req.headers().len();
+    if count > limits.max_headers {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "request has {count} headers, more than the limit of {}",
+                limits.max_headers
+            ),
+        ));
+    }
+    // As sent: "METHOD URI HTTP/1.1\r\n", then "name: value\r\n" each, "\r\n".
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let size = line + headers + 2;
+    if size > limits.max_header_bytes {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "request head is {size} bytes, more than the limit of {}",
+                limits.max_header_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses, before the body is read, what the peer may not do.

@@ -28,8 +28,21 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time to send a request's body.
     pub body_read_timeout: Duration,
-    /// Bytes of request head accepted (hyper answers 431 beyond).
+    /// Bytes of request head (request line and headers) accepted; the
+    /// handler answers a JSON 413 beyond.
     pub max_header_bytes: usize,
+    /// Headers accepted in one request; the handler answers a JSON 413 beyond.
+    pub max_headers: usize,
+}
+
+impl Limits {
+    /// What hyper itself buffers and parses before it gives up with a bare
+    /// 431 and closes: four times our limits, so that a request only a
+    /// little over them still reaches the handler and gets the JSON error
+    /// of DESIGN §3, while an absurd one costs bounded memory.
+    fn hyper_backstop(&self) -> (usize, usize) {
+        ((self.max_header_bytes * 4).max(8192), self.max_headers * 4)
+    }
 }
 
 impl Default for Limits {
@@ -39,6 +52,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
+            max_headers: 100,
         }
     }
 }
@@ -139,10 +153,12 @@ pub async fn serve<R: Runtime>(
         let svc = svc.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(svc.clone(), peer, req));
+            let (buf_size, headers) = limits.hyper_backstop();
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes)
+                .max_buf_size(buf_size)
+                .max_headers(headers)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
