@@ -152,3 +152,60 @@ async fn create_without_start_then_start() {
     assert_eq!(a.status, ActorStatus::Running);
     d.wait_log("later", WAIT, |l| !numbers(l).is_empty()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_volume_keeps_its_files_across_suspend_resume_and_restart() {
+    let d = Daemon::start();
+    // Counts on from the last number it left in /data, printing each and
+    // appending it there.
+    let script = "i=$(tail -n 1 /data/n 2>/dev/null || echo 0); \
+                  while true; do i=$((i+1)); echo $i >> /data/n; echo $i; sleep 0.05; done";
+    let mut body = actor_request("keeper", script);
+    body["spec"]["containers"][0]["volumeMounts"] =
+        serde_json::json!([{"name": "data", "mountPath": "/data"}]);
+    body["spec"]["volumes"] = serde_json::json!([{"name": "data", "durableDir": {}}]);
+    d.create(&body).await;
+    let host = d.state.join("volumes/keeper/data/n");
+    let on_host = || -> Vec<u64> { numbers(&std::fs::read_to_string(&host).unwrap_or_default()) };
+    d.wait_log("keeper", WAIT, |l| numbers(l).len() >= 5).await;
+    assert!(
+        on_host().len() >= 5,
+        "the volume is not the host dir: {:?}",
+        on_host()
+    );
+
+    // Through a suspend and resume the volume stays mounted and written.
+    d.client.act("keeper", "suspend").await.unwrap();
+    let at_suspend = on_host();
+    let stood = *at_suspend.last().unwrap();
+    let resumed = d.client.act("keeper", "resume").await.unwrap();
+    assert_eq!(resumed.status, ActorStatus::Running);
+    let deadline = std::time::Instant::now() + WAIT;
+    while on_host().last().is_none_or(|n| *n < stood + 5) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", on_host());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unbroken = |nums: Vec<u64>| {
+        assert_eq!(nums[0], 1, "{nums:?}");
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+    };
+    unbroken(on_host());
+
+    // A fresh start (no snapshot) finds what the last run left there.
+    d.client.act("keeper", "stop").await.unwrap();
+    let left = *on_host().last().unwrap();
+    d.client.act("keeper", "start").await.unwrap();
+    while on_host().last().is_none_or(|n| *n < left + 3) {
+        assert!(
+            std::time::Instant::now() < deadline + WAIT,
+            "{:?}",
+            on_host()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unbroken(on_host());
+
+    // Delete removes the volume with the actor.
+    d.client.delete("keeper").await.unwrap();
+    assert!(!d.state.join("volumes/keeper").exists());
+}
