@@ -249,3 +249,92 @@ async fn a_client_that_hangs_up_mid_step_does_not_cut_the_step_short() {
         .await;
     atelet_e2e::assert_consecutive(&numbers(&log));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_waits_for_a_runsc_that_cannot_list_and_loses_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    // A runsc whose `list` fails while the flag file exists.
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("list-is-broken");
+    let wrapper = dir.path().join("runsc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = list ] && [ -e {} ]; then\n    echo 'runsc: list broken by the test' >&2; exit 1\n  fi\ndone\nexec runsc \"$@\"\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut d = Daemon::start_with(&["--runsc", wrapper.to_str().unwrap()]);
+    d.create(&actor_request("steady", COUNTER)).await;
+    d.create(&actor_request("doomed", "sleep 100000")).await;
+    d.create(&actor_request("later", "sleep 100000")).await;
+    d.wait_log("steady", WAIT, |l| numbers(l).len() >= 3).await;
+    let doomed_pid = d.client.get("doomed").await.unwrap().sandbox.unwrap().pid;
+    let later_pid = d.client.get("later").await.unwrap().sandbox.unwrap().pid;
+    assert!(d.terminate().success());
+
+    // The daemon comes back while runsc cannot list: it serves the records
+    // as they were, refuses their steps with 503, and touches no sandbox.
+    std::fs::write(&flag, b"").unwrap();
+    d.restart();
+    for id in ["steady", "doomed", "later"] {
+        assert_eq!(d.client.get(id).await.unwrap().status, ActorStatus::Running);
+    }
+    let err = d.client.act("steady", "suspend").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(atelet_api::ErrorCode::Unavailable),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not recovered yet"), "{err}");
+    let err = d.client.delete("later").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(atelet_api::ErrorCode::Unavailable),
+        "{err}"
+    );
+    assert_eq!(
+        running_containers(&d).len(),
+        3,
+        "{:?}",
+        d.runsc_containers()
+    );
+    // Meanwhile one sandbox dies.
+    kill_pid(doomed_pid);
+
+    // Once runsc lists again, recovery finishes on its own: the live
+    // actors are adopted (steps work, exits are seen), the dead one FAILED.
+    std::fs::remove_file(&flag).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let suspended = loop {
+        match d.client.act("steady", "suspend").await {
+            Ok(a) => break a,
+            Err(e) if e.code() == Some(atelet_api::ErrorCode::Unavailable) => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(suspended.status, ActorStatus::Suspended);
+    let doomed = d.wait_status("doomed", ActorStatus::Failed, WAIT).await;
+    assert!(
+        doomed.status_message.contains("lost"),
+        "{}",
+        doomed.status_message
+    );
+    kill_pid(later_pid);
+    d.wait_status("later", ActorStatus::Failed, WAIT).await;
+    let stood = *numbers(&d.logs("steady").await).last().unwrap();
+    d.client.act("steady", "resume").await.unwrap();
+    let log = d
+        .wait_log("steady", WAIT, |l| {
+            numbers(l).last().is_some_and(|n| *n >= stood + 3)
+        })
+        .await;
+    atelet_e2e::assert_consecutive(&numbers(&log));
+    assert!(d.log().contains("deferred recovery done"), "{}", d.log());
+}

@@ -121,8 +121,13 @@ pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::
         removed_containers = ?report.removed_containers,
         removed_dirs = report.removed_dirs.len(),
         errors = ?report.errors,
+        deferred = report.deferred,
         "recovered state"
     );
+    if report.deferred > 0 {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.reconcile_deferred().await });
+    }
 
     {
         let svc = svc.clone();

@@ -93,6 +93,10 @@ pub struct ActorService<R: Runtime> {
     admission: tokio::sync::Mutex<()>,
     /// This state dir's suffix of container ids (see [`container_id`]).
     node: String,
+    /// Actors that recovery could not yet reconcile because runsc could
+    /// not list its containers at start: their lifecycle steps answer 503
+    /// until [`ActorService::reconcile_deferred`] has settled them.
+    unrecovered: std::sync::Mutex<HashSet<String>>,
 }
 
 impl<R: Runtime> std::fmt::Debug for ActorService<R> {
@@ -129,6 +133,7 @@ impl<R: Runtime> ActorService<R> {
             policy: config.policy,
             admission: tokio::sync::Mutex::new(()),
             node: node_id(&config.state_dir)?,
+            unrecovered: std::sync::Mutex::new(HashSet::new()),
         }))
     }
 
@@ -196,6 +201,12 @@ impl<R: Runtime> ActorService<R> {
         validate_actor_id(id)?;
         let lock = self.locks.lock(id).await;
         let rec = self.record(id)?;
+        if self.is_unrecovered(id) {
+            return Err(ServiceError::Unavailable(format!(
+                "actor {id} is not recovered yet: runsc could not list its containers when the daemon started; it is retried every {} s",
+                RECOVERY_RETRY.as_secs()
+            )));
+        }
         if !allowed(rec.status) {
             return Err(transition_error(op, &rec, needs));
         }
@@ -725,5 +736,5 @@ mod tests;
 
 pub use error::ServiceError;
 use error::{runtime_err, snapshot_err, transition_error, Result};
-pub use recovery::ReconcileReport;
+pub use recovery::{ReconcileReport, RECOVERY_RETRY};
 pub use suspend::SPACE_CHECK_BELOW;

@@ -2,6 +2,7 @@
 //! runsc and the disk show, and every interrupted step is finished or undone.
 
 use super::*;
+use crate::runsc::ContainerState;
 
 /// What crash recovery did, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,7 +20,13 @@ pub struct ReconcileReport {
     /// Actors recovery could not settle, with why (they are left as they
     /// were; the daemon serves the others).
     pub errors: Vec<(String, String)>,
+    /// Actors left for [`ActorService::reconcile_deferred`] because runsc
+    /// could not list its containers.
+    pub deferred: usize,
 }
+
+/// How often a deferred recovery asks runsc for its containers again.
+pub const RECOVERY_RETRY: Duration = Duration::from_secs(5);
 
 impl<R: Runtime> ActorService<R> {
     /// Reconciles sled with runsc and the disk after a start (DESIGN §7).
@@ -42,45 +49,137 @@ impl<R: Runtime> ActorService<R> {
                 }
             }
         }
-        if containers.is_none() {
-            tracing::error!("running actors are not adopted: runsc cannot list its containers; restart the daemon once runsc works");
-        }
-        let records = self.store.list()?;
-        let mut known: HashSet<String> = HashSet::new();
-        for rec in records {
-            let id = rec.id.clone();
-            let _guard = self.locks.lock(&id).await;
-            if let Some(c) = &rec.container {
-                known.insert(c.id.clone());
+        match containers {
+            Some(list) => {
+                let ids = self.store.list()?.into_iter().map(|r| r.id).collect();
+                self.reconcile_with(ids, list, &mut report).await?;
             }
-            let Some(containers) = containers.as_ref() else {
-                continue;
-            };
-            let state = rec
-                .container
-                .as_ref()
-                .and_then(|c| containers.iter().find(|s| s.id == c.id));
-            let running = state.filter(|s| s.is_running()).map(|s| s.pid);
-            // One actor that cannot be settled must not keep the daemon
-            // (and every other actor) from being served.
-            if let Err(e) = self.reconcile_one(rec, running, &mut report).await {
-                tracing::error!(actor = %id, error = %e, "recovery could not settle the actor");
-                report.errors.push((id, e.to_string()));
-            }
-        }
-        if let Some(containers) = containers {
-            for c in containers {
-                if !known.contains(&c.id) {
-                    tracing::warn!(container = %c.id, status = %c.status, "removing a runsc container with no actor record");
-                    if let Err(e) = self.runtime.delete(&c.id, true).await {
-                        tracing::error!(container = %c.id, error = %e, "could not remove unknown container");
-                    }
-                    report.removed_containers.push(c.id);
+            None => {
+                // Nothing is decided without knowing what runs: the actors
+                // stay as recorded, their steps answer 503, and
+                // `reconcile_deferred` settles them once runsc answers.
+                let mut unrecovered = self.unrecovered_ids();
+                for rec in self.store.list()? {
+                    unrecovered.insert(rec.id);
                 }
+                report.deferred = unrecovered.len();
+                tracing::error!(
+                    actors = report.deferred,
+                    "runsc cannot list its containers: recovery is deferred and retried every {} s; lifecycle steps on these actors answer 503 meanwhile",
+                    RECOVERY_RETRY.as_secs()
+                );
             }
         }
         self.remove_orphan_dirs(&mut report)?;
         Ok(report)
+    }
+
+    /// Settles the actors `ids` against the runsc containers `containers`
+    /// (the records may have been written after the list was taken only by
+    /// steps that hold their actor's lock, which `ids` exclude), then
+    /// removes the containers that no record names.
+    async fn reconcile_with(
+        self: &Arc<Self>,
+        ids: Vec<String>,
+        containers: Vec<ContainerState>,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
+        // Containers named by a record before it was settled are not
+        // strangers (settling may drop a dead one from the record and
+        // leave its runsc state to `cleanup_container`).
+        let mut known: HashSet<String> = HashSet::new();
+        for id in ids {
+            let _guard = self.locks.lock(&id).await;
+            // Settled from here on: its steps wait for the lock we hold.
+            self.unrecovered_ids().remove(&id);
+            let Some(rec) = self.store.get(&id)? else {
+                continue;
+            };
+            if let Some(c) = &rec.container {
+                known.insert(c.id.clone());
+            }
+            let running = rec
+                .container
+                .as_ref()
+                .and_then(|c| containers.iter().find(|s| s.id == c.id))
+                .filter(|s| s.is_running())
+                .map(|s| s.pid);
+            // One actor that cannot be settled must not keep the daemon
+            // (and every other actor) from being served.
+            if let Err(e) = self.reconcile_one(rec, running, report).await {
+                tracing::error!(actor = %id, error = %e, "recovery could not settle the actor");
+                report.errors.push((id, e.to_string()));
+            }
+        }
+        // Every record, also of actors created since the list was taken:
+        // a record names its container before runsc creates it.
+        known.extend(
+            self.store
+                .list()?
+                .into_iter()
+                .filter_map(|r| r.container.map(|c| c.id)),
+        );
+        for c in containers {
+            if !known.contains(&c.id) {
+                tracing::warn!(container = %c.id, status = %c.status, "removing a runsc container with no actor record");
+                if let Err(e) = self.runtime.delete(&c.id, true).await {
+                    tracing::error!(container = %c.id, error = %e, "could not remove unknown container");
+                }
+                report.removed_containers.push(c.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes a recovery that [`ActorService::reconcile`] deferred: asks
+    /// runsc for its containers every [`RECOVERY_RETRY`] until it answers,
+    /// then settles the actors left waiting, exactly as at start. Returns
+    /// early (leaving them waiting) when the daemon shuts down.
+    pub async fn reconcile_deferred(self: &Arc<Self>) -> Option<ReconcileReport> {
+        let list = loop {
+            tokio::time::sleep(RECOVERY_RETRY).await;
+            if self.draining.load(Ordering::SeqCst) {
+                return None;
+            }
+            match self.runtime.list().await {
+                Ok(list) => break list,
+                Err(e) => {
+                    tracing::warn!(error = %e, "deferred recovery: runsc still cannot list its containers")
+                }
+            }
+        };
+        let _gate = self.begin_op().ok()?;
+        let mut report = ReconcileReport::default();
+        let ids: Vec<String> = self.unrecovered_ids().iter().cloned().collect();
+        // Each actor leaves the waiting set as it is settled (or found
+        // unsettleable, which leaves it as recorded, as at start).
+        let result = self.reconcile_with(ids, list, &mut report).await;
+        if let Err(e) = result {
+            // What was not reached stays as recorded (as an actor that
+            // cannot be settled at start): better served than 503 for ever.
+            self.unrecovered_ids().clear();
+            tracing::error!(error = %e, "deferred recovery failed");
+            report.errors.push((String::new(), e.to_string()));
+        }
+        tracing::info!(
+            adopted = report.adopted.len(),
+            resolved = ?report.resolved,
+            removed_containers = ?report.removed_containers,
+            errors = ?report.errors,
+            "deferred recovery done"
+        );
+        Some(report)
+    }
+
+    fn unrecovered_ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unrecovered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether actor `id` waits for a deferred recovery.
+    pub(super) fn is_unrecovered(&self, id: &str) -> bool {
+        self.unrecovered_ids().contains(id)
     }
 
     pub(super) async fn reconcile_one(
