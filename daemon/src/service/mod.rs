@@ -737,4 +737,4 @@ mod tests;
 pub use error::ServiceError;
 use error::{runtime_err, snapshot_err, transition_error, Result};
 pub use recovery::{ReconcileReport, RECOVERY_RETRY};
-pub use suspend::SPACE_CHECK_BELOW;
+pub use suspend::space_check_below;

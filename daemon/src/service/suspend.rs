@@ -4,8 +4,35 @@
 
 use super::*;
 
-/// Below this much free space a suspend measures the sandbox first.
-pub const SPACE_CHECK_BELOW: u64 = 1 << 30;
+/// Below this much free space a suspend measures the sandbox first: the
+/// machine's memory and swap (`MemTotal` + `SwapTotal`). A checkpoint image
+/// holds what the sandbox has in memory, so no image, and no set of images
+/// written at once, can be larger; with more free space than that, the
+/// `runsc usage` call (10–30 ms) is skipped. Unknown: always measure.
+pub fn space_check_below() -> u64 {
+    static BOUND: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BOUND.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| memory_and_swap(&text))
+            .unwrap_or(u64::MAX)
+    })
+}
+
+/// `MemTotal` + `SwapTotal` of a `/proc/meminfo` text, in bytes.
+fn memory_and_swap(meminfo: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        kib.checked_mul(1024)
+    };
+    field("MemTotal:")?.checked_add(field("SwapTotal:").unwrap_or(0))
+}
 
 /// Manifest and filesystem slack added to a snapshot's estimate.
 pub(super) const SNAPSHOT_OVERHEAD: u64 = 1 << 20;
@@ -190,7 +217,7 @@ impl<R: Runtime> ActorService<R> {
     /// before runsc starts: a checkpoint that runs out of space kills the
     /// sandbox (runsc gives no way back), so it must not be tried. With
     /// plenty of space the check costs one statvfs; below
-    /// [`SPACE_CHECK_BELOW`] it asks runsc how much memory the sandbox uses
+    /// [`space_check_below`] it asks runsc how much memory the sandbox uses
     /// (an upper bound of the compressed image) and reserves that much until
     /// the snapshot is committed.
     pub(super) async fn reserve_snapshot_space(
@@ -204,7 +231,7 @@ impl<R: Runtime> ActorService<R> {
             .map_err(|e| ServiceError::Internal(format!("statvfs {}: {e}", dir.display())))?;
         let reserved = self.reserved_space.load(Ordering::SeqCst);
         let available = free.saturating_sub(reserved);
-        if available >= SPACE_CHECK_BELOW {
+        if available >= space_check_below() {
             return Ok(SpaceReservation::none());
         }
         let usage = self
@@ -344,5 +371,19 @@ impl<R: Runtime> ActorService<R> {
         tracing::info!(actor = %id, op = "resume", snapshot = %latest.id,
             duration_ms = t0.elapsed().as_millis() as u64, "resumed");
         Ok(rec.to_api())
+    }
+}
+
+#[cfg(test)]
+mod space_tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_is_memory_plus_swap() {
+        let text = "MemTotal:       24573440 kB\nMemFree:  100 kB\nSwapTotal:       1048576 kB\n";
+        assert_eq!(memory_and_swap(text), Some((24573440 + 1048576) * 1024));
+        assert_eq!(memory_and_swap("MemTotal: 1024 kB\n"), Some(1 << 20));
+        assert_eq!(memory_and_swap("nothing here"), None);
+        assert!(space_check_below() > 1 << 20);
     }
 }
