@@ -280,3 +280,66 @@ async fn state_files_are_private_and_the_identity_dir_is_read_only_inside() {
     assert_eq!(mode(&bundle) & 0o007, 0, "bundle dir is world-accessible");
     assert_eq!(mode(&bundle.join("config.json")) & 0o007, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_inside_an_actor_never_reach_the_shared_rootfs() {
+    let d = Daemon::start();
+    let root = rootfs();
+    assert!(root.join("bin/yes").symlink_metadata().is_ok());
+    // Inside, the root is writable: a file is added, one removed, and the
+    // actor keeps reading what it wrote.
+    let script = "echo kept > /etc/mark && rm /bin/yes && \
+                  while true; do echo \"$(cat /etc/mark) $(ls /bin/yes 2>&1 | wc -l)\"; sleep 0.1; done";
+    d.create(&actor_request("writer", script)).await;
+    d.wait_log("writer", Duration::from_secs(20), |l| l.contains("kept"))
+        .await;
+    // The snapshot holds the overlay: after a resume the writes are still
+    // there inside.
+    d.client.act("writer", "suspend").await.unwrap();
+    let before = d.logs("writer").await.len();
+    d.client.act("writer", "resume").await.unwrap();
+    let log = d
+        .wait_log("writer", Duration::from_secs(20), |l| {
+            l.len() > before && l[before..].contains("kept")
+        })
+        .await;
+    assert!(!log.contains("No such file"), "{log}");
+    // On the host, the shared rootfs is as it was.
+    assert!(!root.join("etc/mark").exists());
+    assert!(root.join("bin/yes").symlink_metadata().is_ok());
+    // A daemon configured without the root overlay refuses to start.
+    let config = d.dir.join("no-overlay.toml");
+    std::fs::write(&config, "[runsc]\noverlay = \"none\"\n").unwrap();
+    let mut other = Command::new(atelet_e2e::atelet_bin())
+        .arg("--socket")
+        .arg(d.dir.join("other.sock"))
+        .arg("--state-dir")
+        .arg(d.dir.join("other-state"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = other.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = other.kill();
+            let _ = other.wait();
+            panic!("a daemon without the root overlay started");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    other
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("must cover the root"), "{stderr}");
+}

@@ -199,13 +199,27 @@ impl Config {
             runsc_path: flags.runsc.clone().or(r.path),
             platform: r.platform.unwrap_or_else(|| "ptrace".into()),
             network: r.network.unwrap_or_else(|| "none".into()),
-            overlay: r.overlay.unwrap_or_else(|| "root:memory".into()),
+            overlay: overlay(r.overlay)?,
             runsc_timeout: Duration::from_secs(r.timeout_secs.unwrap_or(300)),
             snapshot_retention: file.snapshot_retention.unwrap_or(3),
             log_max_bytes: file.log_max_bytes.unwrap_or(64 << 20).max(4096),
             log_format: flags.log_format.or(file.log_format),
         })
     }
+}
+
+/// `[runsc] overlay`: it must cover the root, because actors share their
+/// image's rootfs (and the image cache) and only runsc's overlay keeps
+/// their writes out of it.
+fn overlay(value: Option<String>) -> Result<String, String> {
+    let value = value.unwrap_or_else(|| "root:memory".into());
+    let (scope, medium) = value.split_once(':').unwrap_or((value.as_str(), ""));
+    if !matches!(scope, "root" | "all") || medium.is_empty() {
+        return Err(format!(
+            "runsc.overlay {value:?} must cover the root (e.g. \"root:memory\"): actors share their image's rootfs read-only, and only the overlay keeps their writes out of it"
+        ));
+    }
+    Ok(value)
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, String> {
@@ -287,6 +301,16 @@ mod tests {
             },
             defaults
         );
+    }
+
+    #[test]
+    fn an_overlay_that_leaves_the_shared_rootfs_writable_is_refused() {
+        assert_eq!(overlay(None).unwrap(), "root:memory");
+        assert_eq!(overlay(Some("all:self".into())).unwrap(), "all:self");
+        for bad in ["none", "root", "root:", "foo:memory", ""] {
+            let err = overlay(Some(bad.into())).unwrap_err();
+            assert!(err.contains("must cover the root"), "{bad}: {err}");
+        }
     }
 
     #[test]
