@@ -138,6 +138,21 @@ async fn stop_start_and_delete_leave_nothing_behind() {
         "{:?}",
         d.runsc_containers()
     );
+    // Every step left a log line with the actor, the operation and its
+    // duration.
+    let log = d.log();
+    let steps: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["actor"] == "worker" && v["duration_ms"].is_u64())
+        .filter_map(|v| v["op"].as_str().map(str::to_string))
+        .collect();
+    for op in ["create", "stop", "start", "suspend", "delete"] {
+        assert!(
+            steps.iter().any(|s| s == op),
+            "no {op} line: {steps:?}\n{log}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

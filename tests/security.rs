@@ -14,10 +14,22 @@ use serde_json::json;
 /// Runs curl on the daemon's socket as `uid` (via setpriv); returns the
 /// status and the body.
 fn curl_as(d: &Daemon, uid: u32, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    curl_as_ids(d, uid, uid, method, path, body)
+}
+
+/// [`curl_as`] with a group of its own.
+fn curl_as_ids(
+    d: &Daemon,
+    uid: u32,
+    gid: u32,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut cmd = Command::new("setpriv");
     cmd.args([
         &format!("--reuid={uid}"),
-        &format!("--regid={uid}"),
+        &format!("--regid={gid}"),
         "--clear-groups",
         "curl",
         "-s",
@@ -65,6 +77,9 @@ async fn only_root_and_configured_peers_may_use_the_socket() {
     let big = "x".repeat(3 * 1024 * 1024);
     let (code, body) = curl_as(&d, 65534, "POST", "/v1/actors", Some(&big));
     assert_eq!(code, 403, "{body}");
+    // Not even which routes exist.
+    let (code, body) = curl_as(&d, 65534, "GET", "/v1/no-such-route?x", None);
+    assert_eq!(code, 403, "{body}");
 
     // A viewer: reads, but may not change anything.
     let (code, _) = curl_as(&d, 65533, "GET", "/v1/actors", None);
@@ -93,6 +108,41 @@ async fn the_socket_has_mode_0660_by_default() {
     // An unprivileged user cannot even connect.
     let (code, _) = curl_as(&d, 65534, "GET", "/v1/healthz", None);
     assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_of_the_socket_group_may_connect_and_act() {
+    // nogroup (65534) stands for the `atelet` group of a real install.
+    let d = Daemon::start_with_config("[access]\nsocket_group = \"nogroup\"\n", &[]);
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
+    // A member (by its gid) gets through the file mode and the peer check
+    // with full access: a stop of an unknown actor is 404, not 403.
+    let (code, body) = curl_as_ids(&d, 65531, 65534, "POST", "/v1/actors/nobody/stop", None);
+    assert_eq!(code, 404, "{body}");
+    // Anyone else cannot connect.
+    let (code, _) = curl_as(&d, 65531, "GET", "/v1/healthz", None);
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_body_is_cut_off_with_400() {
+    let d = Daemon::start_with_config("[limits]\nbody_read_timeout_secs = 1\n", &[]);
+    let mut slow = UnixStream::connect(&d.socket).unwrap();
+    slow.write_all(
+        b"POST /v1/actors HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":",
+    )
+    .unwrap();
+    // The rest never comes.
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    let n = slow.read_to_end(&mut buf);
+    assert!(n.is_ok(), "the daemon did not close the connection: {n:?}");
+    let reply = String::from_utf8_lossy(&buf);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("request body not received in time"), "{reply}");
+    assert!(d.client.list(None).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

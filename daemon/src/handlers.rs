@@ -46,8 +46,12 @@ pub async fn handle<R: Runtime>(
     let t0 = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let oversized = check_head(&req, &peer.limits);
-    let parsed = oversized.and_then(|()| route(&method, &path, req.uri().query()));
+    // A peer that may not use the socket learns nothing more than 403,
+    // whatever it sent.
+    let parsed = match peer.access {
+        Access::Denied => Err(denied(&peer)),
+        _ => check_head(&req, &peer.limits).and_then(|()| route(&method, &path, req.uri().query())),
+    };
     let mutation = parsed.as_ref().is_ok_and(Route::is_mutation);
     let close = peer.access == Access::Denied
         || matches!(&parsed, Err(e) if e.code == ErrorCode::PayloadTooLarge);
@@ -118,11 +122,15 @@ fn authorize(peer: &Peer, route: &Route) -> Result<(), ApiError> {
             ErrorCode::Unauthorized,
             format!("uid {} may only read on this socket (a viewer)", peer.uid),
         )),
-        Access::Denied => Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            format!("uid {} is not allowed on this socket", peer.uid),
-        )),
+        Access::Denied => Err(denied(peer)),
     }
+}
+
+fn denied(peer: &Peer) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        format!("uid {} is not allowed on this socket", peer.uid),
+    )
 }
 
 async fn dispatch<R: Runtime>(

@@ -330,7 +330,8 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors`.
     pub async fn create(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
-        self.measured("create", self.create_inner(req)).await
+        let id = req.id.clone();
+        self.measured("create", &id, self.create_inner(req)).await
     }
 
     async fn create_inner(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
@@ -386,7 +387,7 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/start`.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured("start", self.start_inner(id)).await
+        self.measured("start", id, self.start_inner(id)).await
     }
 
     async fn start_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
@@ -496,7 +497,7 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/stop`.
     pub async fn stop(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured("stop", self.stop_inner(id)).await
+        self.measured("stop", id, self.stop_inner(id)).await
     }
 
     async fn stop_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
@@ -529,7 +530,7 @@ impl<R: Runtime> ActorService<R> {
 
     /// `DELETE /v1/actors/{id}`.
     pub async fn delete(&self, id: &str) -> Result<()> {
-        self.measured("delete", self.delete_inner(id)).await
+        self.measured("delete", id, self.delete_inner(id)).await
     }
 
     async fn delete_inner(&self, id: &str) -> Result<()> {
@@ -605,11 +606,23 @@ impl<R: Runtime> ActorService<R> {
     async fn measured<T>(
         &self,
         op: &'static str,
+        id: &str,
         work: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let t0 = Instant::now();
         let res = work.await;
         self.metrics.observe(op, t0.elapsed(), res.is_ok());
+        let duration_ms = t0.elapsed().as_millis() as u64;
+        match &res {
+            // start, suspend and resume log their own line, with the
+            // details of their runsc steps.
+            Ok(_) if matches!(op, "create" | "stop" | "delete") => {
+                tracing::info!(actor = %id, op, duration_ms, "done");
+            }
+            Ok(_) => {}
+            // Mostly the client's mistakes (409, 400): not a warning.
+            Err(e) => tracing::info!(actor = %id, op, duration_ms, error = %e, "failed"),
+        }
         res
     }
 

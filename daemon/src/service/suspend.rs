@@ -67,7 +67,7 @@ pub(super) fn spec_hash(rec: &ActorRecord) -> String {
 impl<R: Runtime> ActorService<R> {
     /// `POST /v1/actors/{id}/suspend`.
     pub async fn suspend(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured("suspend", self.suspend_inner(id)).await
+        self.measured("suspend", id, self.suspend_inner(id)).await
     }
 
     pub(super) async fn suspend_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
@@ -303,7 +303,7 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/resume`.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured("resume", self.resume_inner(id)).await
+        self.measured("resume", id, self.resume_inner(id)).await
     }
 
     pub(super) async fn resume_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
