@@ -176,3 +176,32 @@ async fn a_chatty_actor_cannot_grow_its_log_without_bound() {
     d.client.delete("chatty").await.unwrap();
     assert!(!log.exists() && !rotated.exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_starts_without_runsc_and_works_once_it_appears() {
+    let bin = tempfile::Builder::new()
+        .prefix("atelet-bin-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let runsc = bin.path().join("runsc");
+    let d = Daemon::start_with(&["--runsc", runsc.to_str().unwrap()]);
+    let health = d.client.health().await.unwrap();
+    assert_eq!(health.status, "degraded");
+    assert!(health.runsc.version.is_none());
+    let err = d
+        .client
+        .create_raw(serde_json::to_vec(&actor_request("early", COUNTER)).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    assert!(err.to_string().contains("runsc"), "{err}");
+    assert!(d.client.list(None).await.unwrap().is_empty());
+
+    // Installing runsc is enough: no restart.
+    std::fs::copy("/usr/bin/runsc", &runsc).unwrap();
+    let health = d.client.health().await.unwrap();
+    assert_eq!(health.status, "ok");
+    assert!(health.runsc.version.is_some());
+    let a = d.create(&actor_request("early", COUNTER)).await;
+    assert_eq!(a.status, ActorStatus::Running);
+}

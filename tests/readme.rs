@@ -123,9 +123,27 @@ async fn the_error_examples_answer_as_shown() {
         .map(|v| v["error"]["code"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(codes, ["InvalidArgument", "NotFound"], "{out}");
-    // The comments in the README show these same codes.
-    for code in &codes {
-        assert!(script.contains(&format!("\"code\":\"{code}\"")));
+    // The comments in the README show these same bodies (a message may be
+    // cut short with "(…)").
+    let shown: Vec<serde_json::Value> = script
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let answered: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(shown.len(), answered.len(), "{script}\n{out}");
+    for (shown, answered) in shown.iter().zip(&answered) {
+        assert_eq!(shown["error"]["code"], answered["error"]["code"]);
+        let want = shown["error"]["message"].as_str().unwrap();
+        let want = want.strip_suffix("(…)").unwrap_or(want).trim_end();
+        let got = answered["error"]["message"].as_str().unwrap();
+        assert!(
+            got.starts_with(want),
+            "README shows {want:?}, the daemon said {got:?}"
+        );
     }
 }
 

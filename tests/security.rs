@@ -135,13 +135,17 @@ async fn a_slow_body_is_cut_off_with_400() {
     )
     .unwrap();
     // The rest never comes.
-    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = Vec::new();
     let n = slow.read_to_end(&mut buf);
     assert!(n.is_ok(), "the daemon did not close the connection: {n:?}");
     let reply = String::from_utf8_lossy(&buf);
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
-    assert!(reply.contains("request body not received in time"), "{reply}");
+    assert!(
+        reply.contains("request body not received in time"),
+        "{reply}"
+    );
     assert!(d.client.list(None).await.unwrap().is_empty());
 }
 
