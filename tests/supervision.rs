@@ -253,15 +253,16 @@ async fn a_client_that_hangs_up_mid_step_does_not_cut_the_step_short() {
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_waits_for_a_runsc_that_cannot_list_and_loses_nothing() {
     use std::os::unix::fs::PermissionsExt;
-    // A runsc whose `list` fails while the flag file exists.
+    // A runsc whose `list`, and `state`, fail while their flag files exist.
     let dir = tempfile::tempdir().unwrap();
-    let flag = dir.path().join("list-is-broken");
+    let no_list = dir.path().join("list-is-broken");
+    let no_state = dir.path().join("state-is-broken");
     let wrapper = dir.path().join("runsc");
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = list ] && [ -e {} ]; then\n    echo 'runsc: list broken by the test' >&2; exit 1\n  fi\ndone\nexec runsc \"$@\"\n",
-            flag.display()
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ -e {0}/$a-is-broken ]; then\n    echo \"runsc: $a broken by the test\" >&2; exit 1\n  fi\ndone\nexec runsc \"$@\"\n",
+            dir.path().display()
         ),
     )
     .unwrap();
@@ -276,9 +277,11 @@ async fn recovery_waits_for_a_runsc_that_cannot_list_and_loses_nothing() {
     let later_pid = d.client.get("later").await.unwrap().sandbox.unwrap().pid;
     assert!(d.terminate().success());
 
-    // The daemon comes back while runsc cannot list: it serves the records
-    // as they were, refuses their steps with 503, and touches no sandbox.
-    std::fs::write(&flag, b"").unwrap();
+    // The daemon comes back while runsc can tell nothing: it serves the
+    // records as they were, refuses their steps with 503, says it is
+    // degraded, and touches no sandbox.
+    std::fs::write(&no_list, b"").unwrap();
+    std::fs::write(&no_state, b"").unwrap();
     d.restart();
     for id in ["steady", "doomed", "later"] {
         assert_eq!(d.client.get(id).await.unwrap().status, ActorStatus::Running);
@@ -296,18 +299,38 @@ async fn recovery_waits_for_a_runsc_that_cannot_list_and_loses_nothing() {
         Some(atelet_api::ErrorCode::Unavailable),
         "{err}"
     );
+    assert_eq!(d.client.health().await.unwrap().status, "degraded");
     assert_eq!(
         running_containers(&d).len(),
         3,
         "{:?}",
         d.runsc_containers()
     );
-    // Meanwhile one sandbox dies.
+    // Meanwhile one sandbox dies, and a stranger starts under the root.
     kill_pid(doomed_pid);
+    let stray = Command::new("runsc")
+        .arg(format!("--root={}", d.state.join("runsc").display()))
+        .args([
+            "--platform=ptrace",
+            "--network=none",
+            "--overlay2=root:memory",
+            "run",
+            "--detach",
+            "--bundle",
+        ])
+        .arg(d.state.join("bundles/steady"))
+        .arg("stray-2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(stray.success());
 
-    // Once runsc lists again, recovery finishes on its own: the live
-    // actors are adopted (steps work, exits are seen), the dead one FAILED.
-    std::fs::remove_file(&flag).unwrap();
+    // runsc answers for each container again (its list still fails): the
+    // actors are settled one by one: the live ones adopted (steps work,
+    // exits are seen), the dead one FAILED.
+    std::fs::remove_file(&no_state).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let suspended = loop {
         match d.client.act("steady", "suspend").await {
@@ -328,6 +351,7 @@ async fn recovery_waits_for_a_runsc_that_cannot_list_and_loses_nothing() {
     );
     kill_pid(later_pid);
     d.wait_status("later", ActorStatus::Failed, WAIT).await;
+    assert_eq!(d.client.health().await.unwrap().status, "ok");
     let stood = *numbers(&d.logs("steady").await).last().unwrap();
     d.client.act("steady", "resume").await.unwrap();
     let log = d
@@ -336,5 +360,22 @@ async fn recovery_waits_for_a_runsc_that_cannot_list_and_loses_nothing() {
         })
         .await;
     atelet_e2e::assert_consecutive(&numbers(&log));
-    assert!(d.log().contains("deferred recovery done"), "{}", d.log());
+    // The stranger is left alone until runsc can list; then it goes.
+    assert!(running_containers(&d).contains(&"stray-2".to_string()));
+    std::fs::remove_file(&no_list).unwrap();
+    while !d.log().contains("deferred recovery done") {
+        assert!(std::time::Instant::now() < deadline + WAIT, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !d.runsc_containers().iter().any(|(id, _)| id == "stray-2"),
+        "{:?}",
+        d.runsc_containers()
+    );
+    assert_eq!(
+        running_containers(&d).len(),
+        1,
+        "{:?}",
+        d.runsc_containers()
+    );
 }

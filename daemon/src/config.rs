@@ -86,9 +86,9 @@ pub struct LimitsConfig {
     pub header_read_timeout_secs: Option<u64>,
     /// Seconds a client may take to send a request body.
     pub body_read_timeout_secs: Option<u64>,
-    /// Bytes of request head (line and headers) accepted; at least 8192.
+    /// Bytes of request head (line and headers) accepted; 8192 to 1 MiB.
     pub max_header_bytes: Option<usize>,
-    /// Headers accepted in one request.
+    /// Headers accepted in one request; 16 to 1000.
     pub max_headers: Option<usize>,
 }
 
@@ -177,8 +177,11 @@ impl Config {
             max_header_bytes: l
                 .max_header_bytes
                 .unwrap_or(defaults.max_header_bytes)
-                .max(8192),
-            max_headers: l.max_headers.unwrap_or(defaults.max_headers).max(16),
+                .clamp(8192, 1 << 20),
+            max_headers: l
+                .max_headers
+                .unwrap_or(defaults.max_headers)
+                .clamp(16, 1000),
         };
         let r = file.runsc;
         Ok(Config {
@@ -213,10 +216,11 @@ impl Config {
 /// their writes out of it.
 fn overlay(value: Option<String>) -> Result<String, String> {
     let value = value.unwrap_or_else(|| "root:memory".into());
-    let (scope, medium) = value.split_once(':').unwrap_or((value.as_str(), ""));
-    if !matches!(scope, "root" | "all") || medium.is_empty() {
+    // In memory, too: the snapshot space check bounds an image by the
+    // machine's memory, and this runsc knows no other medium.
+    if !matches!(value.as_str(), "root:memory" | "all:memory") {
         return Err(format!(
-            "runsc.overlay {value:?} must cover the root (e.g. \"root:memory\"): actors share their image's rootfs read-only, and only the overlay keeps their writes out of it"
+            "runsc.overlay {value:?} must be \"root:memory\" or \"all:memory\": actors share their image's rootfs read-only, and only the overlay keeps their writes out of it"
         ));
     }
     Ok(value)
@@ -306,10 +310,10 @@ mod tests {
     #[test]
     fn an_overlay_that_leaves_the_shared_rootfs_writable_is_refused() {
         assert_eq!(overlay(None).unwrap(), "root:memory");
-        assert_eq!(overlay(Some("all:self".into())).unwrap(), "all:self");
-        for bad in ["none", "root", "root:", "foo:memory", ""] {
+        assert_eq!(overlay(Some("all:memory".into())).unwrap(), "all:memory");
+        for bad in ["none", "root", "root:", "foo:memory", "root:self", ""] {
             let err = overlay(Some(bad.into())).unwrap_err();
-            assert!(err.contains("must cover the root"), "{bad}: {err}");
+            assert!(err.contains("must be \"root:memory\""), "{bad}: {err}");
         }
     }
 

@@ -124,7 +124,7 @@ pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::
         deferred = report.deferred,
         "recovered state"
     );
-    if report.deferred > 0 {
+    if report.list_failed {
         let svc = svc.clone();
         tokio::spawn(async move { svc.reconcile_deferred().await });
     }

@@ -94,7 +94,7 @@ fn check_head(req: &Request<Incoming>, limits: &Limits) -> Result<(), ApiError> 
         ));
     }
     // As sent: "METHOD URI HTTP/1.1\r\n", then "name: value\r\n" each, "\r\n".
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 11;
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
     let headers: usize = req
         .headers()
         .iter()

@@ -41,7 +41,10 @@ impl Limits {
     /// little over them still reaches the handler and gets the JSON error
     /// of DESIGN §3, while an absurd one costs bounded memory.
     fn hyper_backstop(&self) -> (usize, usize) {
-        ((self.max_header_bytes * 4).max(8192), self.max_headers * 4)
+        (
+            self.max_header_bytes.saturating_mul(4).max(8192),
+            self.max_headers.saturating_mul(4),
+        )
     }
 }
 

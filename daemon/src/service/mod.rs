@@ -203,7 +203,7 @@ impl<R: Runtime> ActorService<R> {
         let rec = self.record(id)?;
         if self.is_unrecovered(id) {
             return Err(ServiceError::Unavailable(format!(
-                "actor {id} is not recovered yet: runsc could not list its containers when the daemon started; it is retried every {} s",
+                "actor {id} is not recovered yet: runsc could not tell whether its sandbox runs when the daemon started; it is retried every {} s",
                 RECOVERY_RETRY.as_secs()
             )));
         }
@@ -281,7 +281,8 @@ impl<R: Runtime> ActorService<R> {
         let runsc = self.runtime.info();
         let (actors, _) = self.status_counts();
         Ok(Health {
-            status: if runsc.version.is_some() {
+            // Degraded also while actors wait for a deferred recovery.
+            status: if runsc.version.is_some() && self.unrecovered_count() == 0 {
                 "ok"
             } else {
                 "degraded"
@@ -330,7 +331,11 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors`.
     pub async fn create(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
-        let id = req.id.clone();
+        // An id that fails validation is not written to the log.
+        let id = match validate_actor_id(&req.id) {
+            Ok(()) => req.id.clone(),
+            Err(_) => "(invalid)".to_string(),
+        };
         self.measured("create", &id, self.create_inner(req)).await
     }
 

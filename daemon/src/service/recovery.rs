@@ -21,8 +21,10 @@ pub struct ReconcileReport {
     /// were; the daemon serves the others).
     pub errors: Vec<(String, String)>,
     /// Actors left for [`ActorService::reconcile_deferred`] because runsc
-    /// could not list its containers.
+    /// could not tell what runs.
     pub deferred: usize,
+    /// `runsc list` failed: unknown containers are not swept yet.
+    pub list_failed: bool,
 }
 
 /// How often a deferred recovery asks runsc for its containers again.
@@ -49,23 +51,21 @@ impl<R: Runtime> ActorService<R> {
                 }
             }
         }
+        let ids: Vec<String> = self.store.list()?.into_iter().map(|r| r.id).collect();
         match containers {
-            Some(list) => {
-                let ids = self.store.list()?.into_iter().map(|r| r.id).collect();
-                self.reconcile_with(ids, list, &mut report).await?;
-            }
+            Some(list) => self.reconcile_with(ids, list, &mut report).await?,
             None => {
-                // Nothing is decided without knowing what runs: the actors
-                // stay as recorded, their steps answer 503, and
-                // `reconcile_deferred` settles them once runsc answers.
-                let mut unrecovered = self.unrecovered_ids();
-                for rec in self.store.list()? {
-                    unrecovered.insert(rec.id);
-                }
-                report.deferred = unrecovered.len();
+                // Without the list, each actor is settled on what runsc
+                // says of its own container; those it cannot answer for
+                // wait (their steps answer 503) for `reconcile_deferred`,
+                // which also sweeps unknown containers once runsc lists.
+                self.unrecovered_ids().extend(ids.iter().cloned());
+                report.list_failed = true;
+                self.reconcile_one_by_one(ids, &mut report).await?;
+                report.deferred = self.unrecovered_ids().len();
                 tracing::error!(
-                    actors = report.deferred,
-                    "runsc cannot list its containers: recovery is deferred and retried every {} s; lifecycle steps on these actors answer 503 meanwhile",
+                    deferred = report.deferred,
+                    "runsc cannot list its containers: actors were settled one by one; the rest, and the sweep of unknown containers, are retried every {} s",
                     RECOVERY_RETRY.as_secs()
                 );
             }
@@ -120,46 +120,105 @@ impl<R: Runtime> ActorService<R> {
                 .filter_map(|r| r.container.map(|c| c.id)),
         );
         for c in containers {
-            if !known.contains(&c.id) {
-                tracing::warn!(container = %c.id, status = %c.status, "removing a runsc container with no actor record");
-                if let Err(e) = self.runtime.delete(&c.id, true).await {
-                    tracing::error!(container = %c.id, error = %e, "could not remove unknown container");
-                }
-                report.removed_containers.push(c.id);
+            if known.contains(&c.id) {
+                continue;
+            }
+            // Requests are served during a deferred sweep, and a re-created
+            // actor reuses container ids: look again under the actor's
+            // lock, which its steps hold while they start a container.
+            let actor = c.id.split('_').next().unwrap_or_default().to_string();
+            let _guard = self.locks.lock(&actor).await;
+            let named = self
+                .store
+                .get(&actor)?
+                .and_then(|r| r.container)
+                .is_some_and(|rc| rc.id == c.id);
+            if named {
+                continue;
+            }
+            tracing::warn!(container = %c.id, status = %c.status, "removing a runsc container with no actor record");
+            if let Err(e) = self.runtime.delete(&c.id, true).await {
+                tracing::error!(container = %c.id, error = %e, "could not remove unknown container");
+            }
+            report.removed_containers.push(c.id);
+        }
+        Ok(())
+    }
+
+    /// Settles the actors `ids` one at a time on `runsc state` of their
+    /// own container (used when `runsc list` fails). An actor without a
+    /// container needs no answer; one whose state runsc cannot give stays
+    /// in the waiting set.
+    async fn reconcile_one_by_one(
+        self: &Arc<Self>,
+        ids: Vec<String>,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
+        for id in ids {
+            let _guard = self.locks.lock(&id).await;
+            let Some(rec) = self.store.get(&id)? else {
+                self.unrecovered_ids().remove(&id);
+                continue;
+            };
+            let running = match &rec.container {
+                None => None,
+                Some(c) => match self.runtime.state(&c.id).await {
+                    Ok(state) => state.filter(|s| s.is_running()).map(|s| s.pid),
+                    Err(e) => {
+                        tracing::debug!(actor = %id, error = %e, "runsc cannot tell the actor's state yet");
+                        continue;
+                    }
+                },
+            };
+            self.unrecovered_ids().remove(&id);
+            if let Err(e) = self.reconcile_one(rec, running, report).await {
+                tracing::error!(actor = %id, error = %e, "recovery could not settle the actor");
+                report.errors.push((id, e.to_string()));
             }
         }
         Ok(())
     }
 
-    /// Finishes a recovery that [`ActorService::reconcile`] deferred: asks
-    /// runsc for its containers every [`RECOVERY_RETRY`] until it answers,
-    /// then settles the actors left waiting, exactly as at start. Returns
-    /// early (leaving them waiting) when the daemon shuts down.
+    /// Finishes a recovery that [`ActorService::reconcile`] could not:
+    /// every [`RECOVERY_RETRY`] it settles the actors still waiting (on
+    /// the list when runsc gives it, else one by one) and, once runsc
+    /// lists, sweeps the containers no record names. Returns when that is
+    /// done, or when the daemon shuts down.
     pub async fn reconcile_deferred(self: &Arc<Self>) -> Option<ReconcileReport> {
-        let list = loop {
+        let mut report = ReconcileReport::default();
+        let mut attempt: u64 = 0;
+        loop {
             tokio::time::sleep(RECOVERY_RETRY).await;
-            if self.draining.load(Ordering::SeqCst) {
-                return None;
-            }
-            match self.runtime.list().await {
-                Ok(list) => break list,
+            attempt += 1;
+            let _gate = self.begin_op().ok()?;
+            let ids: Vec<String> = self.unrecovered_ids().iter().cloned().collect();
+            let result = match self.runtime.list().await {
+                Ok(list) => self
+                    .reconcile_with(ids, list, &mut report)
+                    .await
+                    .map(|()| true),
                 Err(e) => {
-                    tracing::warn!(error = %e, "deferred recovery: runsc still cannot list its containers")
+                    // Once a minute is enough to say it again.
+                    if attempt % 12 == 1 {
+                        tracing::warn!(error = %e, waiting = ids.len(), "deferred recovery: runsc still cannot list its containers");
+                    }
+                    self.reconcile_one_by_one(ids, &mut report)
+                        .await
+                        .map(|()| false)
+                }
+            };
+            match result {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    // A store error: what was not reached stays as
+                    // recorded, served rather than 503 for ever.
+                    self.unrecovered_ids().clear();
+                    tracing::error!(error = %e, "deferred recovery failed");
+                    report.errors.push((String::new(), e.to_string()));
+                    break;
                 }
             }
-        };
-        let _gate = self.begin_op().ok()?;
-        let mut report = ReconcileReport::default();
-        let ids: Vec<String> = self.unrecovered_ids().iter().cloned().collect();
-        // Each actor leaves the waiting set as it is settled (or found
-        // unsettleable, which leaves it as recorded, as at start).
-        let result = self.reconcile_with(ids, list, &mut report).await;
-        if let Err(e) = result {
-            // What was not reached stays as recorded (as an actor that
-            // cannot be settled at start): better served than 503 for ever.
-            self.unrecovered_ids().clear();
-            tracing::error!(error = %e, "deferred recovery failed");
-            report.errors.push((String::new(), e.to_string()));
         }
         tracing::info!(
             adopted = report.adopted.len(),
@@ -169,6 +228,11 @@ impl<R: Runtime> ActorService<R> {
             "deferred recovery done"
         );
         Some(report)
+    }
+
+    /// Actors waiting for a deferred recovery.
+    pub fn unrecovered_count(&self) -> usize {
+        self.unrecovered_ids().len()
     }
 
     fn unrecovered_ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
