@@ -237,6 +237,34 @@ fn the_daemon_runs_actors_under_the_units_hardening() {
 
     let actor = suspend_resume_cycle(&d, "hardened-1");
     assert_eq!(actor.snapshots.len(), 1);
+
+    // A restart (`systemctl restart`: a new mount namespace, the
+    // sandboxes left running by KillMode=process) adopts the actor: it
+    // still counts, and its steps work from the new daemon.
+    let mut d = d;
+    let pid = actor.sandbox.as_ref().unwrap().pid;
+    assert!(d.terminate().success());
+    d.restart();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    assert!(
+        status.contains("NoNewPrivs:\t1"),
+        "not hardened again: {status}"
+    );
+    let adopted = get(&d, "hardened-1");
+    assert_eq!(adopted.status, atelet_api::ActorStatus::Running);
+    assert_eq!(adopted.sandbox.as_ref().unwrap().pid, pid);
+    let seen = numbers(&d.atectl_ok(&["logs", "hardened-1"])).len();
+    d.atectl_wait_numbers("hardened-1", |n| n.len() >= seen + 3);
+    assert_eq!(
+        d.atectl_ok(&["suspend", "hardened-1"]),
+        "hardened-1 SUSPENDED\n"
+    );
+    assert_eq!(
+        d.atectl_ok(&["resume", "hardened-1"]),
+        "hardened-1 RUNNING\n"
+    );
+    let all = d.atectl_wait_numbers("hardened-1", |n| n.len() >= seen + 6);
+    assert_consecutive(&all);
     d.atectl_ok(&["delete", "hardened-1"]);
 }
 
