@@ -735,7 +735,7 @@ async fn wait_adopted(reaper: &Reaper, cmd: &mut Command) -> Option<ExitOutcome>
 }
 
 /// True while `pid` exists and is not a zombie.
-fn pid_alive(pid: i32) -> bool {
+pub(crate) fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rfind(')')

@@ -201,7 +201,9 @@ impl<R: Runtime> ActorService<R> {
         validate_actor_id(id)?;
         let lock = self.locks.lock(id).await;
         let rec = self.record(id)?;
-        if self.is_unrecovered(id) {
+        // stop and delete end the sandbox whatever state it is in, so they
+        // are the way out for an actor runsc cannot tell about.
+        if self.is_unrecovered(id) && !matches!(op, "stop" | "delete") {
             return Err(ServiceError::Unavailable(format!(
                 "actor {id} is not recovered yet: runsc could not tell whether its sandbox runs when the daemon started; it is retried every {} s",
                 RECOVERY_RETRY.as_secs()
@@ -530,6 +532,8 @@ impl<R: Runtime> ActorService<R> {
         };
         self.transition(&mut rec, ActorStatus::Stopped, "stop", message)
             .await?;
+        // Nothing runs any more: nothing is left for recovery to decide.
+        self.unrecovered_ids().remove(id);
         Ok(rec.to_api())
     }
 
@@ -563,6 +567,7 @@ impl<R: Runtime> ActorService<R> {
             }
         }
         self.store.remove(id, rec.status, "deleted").await?;
+        self.unrecovered_ids().remove(id);
         tracing::info!(actor = %id, op = "delete", "actor deleted");
         self.remove_files(id).await;
         // While still holding the lock: the count then tells whether

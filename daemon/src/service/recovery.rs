@@ -55,17 +55,16 @@ impl<R: Runtime> ActorService<R> {
         match containers {
             Some(list) => self.reconcile_with(ids, list, &mut report).await?,
             None => {
-                // Without the list, each actor is settled on what runsc
-                // says of its own container; those it cannot answer for
-                // wait (their steps answer 503) for `reconcile_deferred`,
-                // which also sweeps unknown containers once runsc lists.
+                // Nothing is decided yet: the actors wait (their steps but
+                // stop and delete answer 503) for `reconcile_deferred`,
+                // which settles them one by one at once, and sweeps unknown
+                // containers once runsc lists again. Serving starts now.
                 self.unrecovered_ids().extend(ids.iter().cloned());
                 report.list_failed = true;
-                self.reconcile_one_by_one(ids, &mut report).await?;
-                report.deferred = self.unrecovered_ids().len();
+                report.deferred = ids.len();
                 tracing::error!(
                     deferred = report.deferred,
-                    "runsc cannot list its containers: actors were settled one by one; the rest, and the sweep of unknown containers, are retried every {} s",
+                    "runsc cannot list its containers: recovery goes on in the background, every {} s until runsc lists",
                     RECOVERY_RETRY.as_secs()
                 );
             }
@@ -89,6 +88,11 @@ impl<R: Runtime> ActorService<R> {
         // leave its runsc state to `cleanup_container`).
         let mut known: HashSet<String> = HashSet::new();
         for id in ids {
+            // A shutdown waits for this actor only, not for the pass (at
+            // start nothing drains); what is left waits for the next start.
+            let Ok(_gate) = self.begin_op() else {
+                return Ok(());
+            };
             let _guard = self.locks.lock(&id).await;
             // Settled from here on: its steps wait for the lock we hold.
             self.unrecovered_ids().remove(&id);
@@ -123,6 +127,9 @@ impl<R: Runtime> ActorService<R> {
             if known.contains(&c.id) {
                 continue;
             }
+            let Ok(_gate) = self.begin_op() else {
+                return Ok(());
+            };
             // Requests are served during a deferred sweep, and a re-created
             // actor reuses container ids: look again under the actor's
             // lock, which its steps hold while they start a container.
@@ -155,6 +162,10 @@ impl<R: Runtime> ActorService<R> {
         report: &mut ReconcileReport,
     ) -> Result<()> {
         for id in ids {
+            // A shutdown waits for this actor only, not for the pass.
+            let Ok(_gate) = self.begin_op() else {
+                return Ok(());
+            };
             let _guard = self.locks.lock(&id).await;
             let Some(rec) = self.store.get(&id)? else {
                 self.unrecovered_ids().remove(&id);
@@ -163,7 +174,13 @@ impl<R: Runtime> ActorService<R> {
             let running = match &rec.container {
                 None => None,
                 Some(c) => match self.runtime.state(&c.id).await {
-                    Ok(state) => state.filter(|s| s.is_running()).map(|s| s.pid),
+                    Ok(Some(state)) => state.is_running().then_some(state.pid),
+                    // "Not found" is read from runsc's words, which a
+                    // broken runsc may say of itself: believe it only
+                    // of a sandbox whose process is gone too (a start cut
+                    // short before the pid was known waits for the list).
+                    Ok(None) if c.pid.is_some_and(|pid| !crate::runsc::pid_alive(pid)) => None,
+                    Ok(None) => continue,
                     Err(e) => {
                         tracing::debug!(actor = %id, error = %e, "runsc cannot tell the actor's state yet");
                         continue;
@@ -188,9 +205,14 @@ impl<R: Runtime> ActorService<R> {
         let mut report = ReconcileReport::default();
         let mut attempt: u64 = 0;
         loop {
-            tokio::time::sleep(RECOVERY_RETRY).await;
+            // The first pass at once (the start already waited for runsc).
+            if attempt > 0 {
+                tokio::time::sleep(RECOVERY_RETRY).await;
+            }
             attempt += 1;
-            let _gate = self.begin_op().ok()?;
+            if self.draining.load(Ordering::SeqCst) {
+                return None;
+            }
             let ids: Vec<String> = self.unrecovered_ids().iter().cloned().collect();
             let result = match self.runtime.list().await {
                 Ok(list) => self
@@ -220,6 +242,9 @@ impl<R: Runtime> ActorService<R> {
                 }
             }
         }
+        if self.draining.load(Ordering::SeqCst) {
+            return None;
+        }
         tracing::info!(
             adopted = report.adopted.len(),
             resolved = ?report.resolved,
@@ -235,7 +260,7 @@ impl<R: Runtime> ActorService<R> {
         self.unrecovered_ids().len()
     }
 
-    fn unrecovered_ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    pub(super) fn unrecovered_ids(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.unrecovered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
