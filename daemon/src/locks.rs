@@ -23,6 +23,12 @@ impl KeyedLocks {
         m.lock_owned().await
     }
 
+    /// Keys with a lock (for tests of callers that must not leak them).
+    #[cfg(test)]
+    pub fn keys(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Forgets a key's lock when nobody but the caller holds or waits for
     /// it. Call it while holding the key's lock (the map and the caller's
     /// guard are the two references a lone holder accounts for).

@@ -200,7 +200,14 @@ impl<R: Runtime> ActorService<R> {
         let gate = self.begin_op()?;
         validate_actor_id(id)?;
         let lock = self.locks.lock(id).await;
-        let rec = self.record(id)?;
+        let rec = match self.record(id) {
+            Ok(rec) => rec,
+            Err(e) => {
+                // Requests for ids that do not exist must not grow the map.
+                self.locks.forget(id);
+                return Err(e);
+            }
+        };
         // stop and delete end the sandbox whatever state it is in, so they
         // are the way out for an actor runsc cannot tell about.
         if self.is_unrecovered(id) && !matches!(op, "stop" | "delete") {
@@ -381,8 +388,19 @@ impl<R: Runtime> ActorService<R> {
             // Count and insert as one step, or concurrent creates could all
             // pass max_actors.
             let _admission = self.admission.lock().await;
-            self.policy.check_count(self.store.len())?;
-            self.store.insert_new(&rec, "created").await?;
+            let admitted: Result<()> = match self.policy.check_count(self.store.len()) {
+                Ok(()) => self
+                    .store
+                    .insert_new(&rec, "created")
+                    .await
+                    .map_err(ServiceError::from),
+                Err(e) => Err(ServiceError::from(e)),
+            };
+            if let Err(e) = admitted {
+                // No record: its lock must not outlive the request.
+                self.locks.forget(&rec.id);
+                return Err(e);
+            }
         }
         tracing::info!(actor = %rec.id, op = "create", "actor created");
         if start {

@@ -97,6 +97,7 @@ impl<R: Runtime> ActorService<R> {
             // Settled from here on: its steps wait for the lock we hold.
             self.unrecovered_ids().remove(&id);
             let Some(rec) = self.store.get(&id)? else {
+                self.locks.forget(&id);
                 continue;
             };
             if let Some(c) = &rec.container {
@@ -135,9 +136,11 @@ impl<R: Runtime> ActorService<R> {
             // lock, which its steps hold while they start a container.
             let actor = c.id.split('_').next().unwrap_or_default().to_string();
             let _guard = self.locks.lock(&actor).await;
-            let named = self
-                .store
-                .get(&actor)?
+            let record = self.store.get(&actor)?;
+            if record.is_none() {
+                self.locks.forget(&actor);
+            }
+            let named = record
                 .and_then(|r| r.container)
                 .is_some_and(|rc| rc.id == c.id);
             if named {
@@ -169,6 +172,7 @@ impl<R: Runtime> ActorService<R> {
             let _guard = self.locks.lock(&id).await;
             let Some(rec) = self.store.get(&id)? else {
                 self.unrecovered_ids().remove(&id);
+                self.locks.forget(&id);
                 continue;
             };
             let running = match &rec.container {

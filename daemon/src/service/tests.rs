@@ -632,3 +632,27 @@ fn logs_over_the_limit_are_rotated() {
     // The rotated copy itself is never rotated again.
     assert!(rotate_logs_in(dir.path(), 4096).is_empty());
 }
+
+#[tokio::test]
+async fn requests_for_unknown_actors_leave_no_lock_behind() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let locks = svc.locks.keys();
+    for i in 0..100 {
+        let id = format!("nobody-{i}");
+        assert!(matches!(
+            svc.suspend(&id).await,
+            Err(ServiceError::NotFound(_))
+        ));
+        assert!(matches!(
+            svc.stop(&id).await,
+            Err(ServiceError::NotFound(_))
+        ));
+        assert!(matches!(
+            svc.delete(&id).await,
+            Err(ServiceError::NotFound(_))
+        ));
+    }
+    assert_eq!(svc.locks.keys(), locks);
+}
