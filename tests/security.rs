@@ -408,3 +408,58 @@ async fn writes_inside_an_actor_never_reach_the_shared_rootfs() {
         .unwrap();
     assert!(stderr.contains("must be \"root:memory\""), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn viewers_cannot_take_every_connection() {
+    let cfg = "socket_mode = \"0666\"\n[access]\nviewer_uids = [65533]\n\
+               [limits]\nmax_viewer_connections = 2\n";
+    let d = Daemon::start_with_config(cfg, &[]);
+    // Two viewers follow the event stream and hold their connections.
+    let follow = || {
+        Command::new("setpriv")
+            .args(["--reuid=65533", "--regid=65533", "--clear-groups"])
+            .args(["curl", "-sN", "--unix-socket"])
+            .arg(&d.socket)
+            .arg("http://localhost/v1/events?follow=true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut streams = vec![follow(), follow()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while d.log().matches("\"path\":\"/v1/events\"").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A third viewer is turned away with the JSON error; others are served.
+    let (code, body) = curl_as(&d, 65533, "GET", "/v1/actors", None);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(error_code(&body), "Unavailable");
+    assert!(body.contains("max_viewer_connections (2)"), "{body}");
+    d.client.health().await.unwrap();
+    // Once a viewer leaves (its stream ends at the next event), there is
+    // room again.
+    let mut gone = streams.pop().unwrap();
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    let mut n = 0;
+    loop {
+        let mut body = actor_request(&format!("nudge-{n}"), "true");
+        body["start"] = json!(false);
+        d.create(&body).await;
+        n += 1;
+        let (code, body) = curl_as(&d, 65533, "GET", "/v1/actors", None);
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for mut s in streams {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

@@ -90,6 +90,8 @@ pub struct LimitsConfig {
     pub max_header_bytes: Option<usize>,
     /// Headers accepted in one request; 16 to 1000.
     pub max_headers: Option<usize>,
+    /// Connections viewers may hold at once (at most max_connections).
+    pub max_viewer_connections: Option<usize>,
 }
 
 /// `[runsc]` in the config file.
@@ -164,8 +166,13 @@ impl Config {
         let policy = AdmissionPolicy::from_config(&file.policy)?;
         let l = &file.limits;
         let defaults = Limits::default();
+        let max_connections = l.max_connections.unwrap_or(defaults.max_connections).max(1);
         let limits = Limits {
-            max_connections: l.max_connections.unwrap_or(defaults.max_connections).max(1),
+            max_connections,
+            max_viewer_connections: l
+                .max_viewer_connections
+                .unwrap_or(defaults.max_viewer_connections)
+                .clamp(1, max_connections),
             header_read_timeout: l
                 .header_read_timeout_secs
                 .map(Duration::from_secs)

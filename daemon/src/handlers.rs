@@ -50,10 +50,18 @@ pub async fn handle<R: Runtime>(
     // whatever it sent.
     let parsed = match peer.access {
         Access::Denied => Err(denied(&peer)),
+        _ if peer.over_viewer_cap => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "viewers hold max_viewer_connections ({}) connections already; try again later",
+                peer.limits.max_viewer_connections
+            ),
+        )),
         _ => check_head(&req, &peer.limits).and_then(|()| route(&method, &path, req.uri().query())),
     };
     let mutation = parsed.as_ref().is_ok_and(Route::is_mutation);
     let close = peer.access == Access::Denied
+        || peer.over_viewer_cap
         || matches!(&parsed, Err(e) if e.code == ErrorCode::PayloadTooLarge);
     let response = match parsed {
         Ok(r) => match authorize(&peer, &r) {

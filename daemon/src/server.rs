@@ -33,6 +33,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Headers accepted in one request; the handler answers a JSON 413 beyond.
     pub max_headers: usize,
+    /// Connections viewers (read-only peers) may hold at once, within
+    /// `max_connections`, so that their log and event streams cannot take
+    /// every slot from the control plane; beyond, a JSON 503.
+    pub max_viewer_connections: usize,
 }
 
 impl Limits {
@@ -56,6 +60,7 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             max_headers: 100,
+            max_viewer_connections: 32,
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct Peer {
     pub uid: u32,
     /// The limits in force.
     pub limits: Limits,
+    /// A viewer over `max_viewer_connections`: every request gets 503.
+    pub over_viewer_cap: bool,
 }
 
 /// Binds the API socket at `path` with `mode` (and group `gid`), replacing
@@ -112,6 +119,7 @@ pub async fn serve<R: Runtime>(
 ) {
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let viewer_slots = Arc::new(Semaphore::new(limits.max_viewer_connections));
     loop {
         // At the connection cap, stop accepting until one ends.
         let slot = tokio::select! {
@@ -143,6 +151,7 @@ pub async fn serve<R: Runtime>(
                     access: access.classify(cred.uid(), &gids),
                     uid: cred.uid(),
                     limits,
+                    over_viewer_cap: false,
                 }
             }
             Err(e) => {
@@ -150,9 +159,21 @@ pub async fn serve<R: Runtime>(
                 continue;
             }
         };
+        let mut peer = peer;
         if peer.access == Access::Denied {
             tracing::warn!(uid = peer.uid, "connection from a peer that is not allowed");
         }
+        let viewer_slot = match peer.access {
+            Access::ReadOnly => match viewer_slots.clone().try_acquire_owned() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    tracing::warn!(uid = peer.uid, "a viewer over max_viewer_connections");
+                    peer.over_viewer_cap = true;
+                    None
+                }
+            },
+            _ => None,
+        };
         let svc = svc.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(svc.clone(), peer, req));
@@ -166,6 +187,7 @@ pub async fn serve<R: Runtime>(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(viewer_slot);
             drop(slot);
         });
     }
