@@ -55,6 +55,19 @@ fn curl_as_ids(
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// Writes `bytes` on a new connection and reads until the daemon closes it
+/// (or 30 s pass): how the read ended, and what came.
+fn send_raw(d: &Daemon, bytes: &[u8]) -> (std::io::Result<usize>, String) {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    // The daemon may answer and close before a huge head is all written:
+    // the answer is still there to read.
+    let _ = s.write_all(bytes);
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = Vec::new();
+    let n = s.read_to_end(&mut buf);
+    (n, String::from_utf8_lossy(&buf).into_owned())
+}
+
 fn error_code(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     v["error"]["code"].as_str().unwrap_or("").to_string()
@@ -129,18 +142,12 @@ async fn members_of_the_socket_group_may_connect_and_act() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_body_is_cut_off_with_400() {
     let d = Daemon::start_with_config("[limits]\nbody_read_timeout_secs = 1\n", &[]);
-    let mut slow = UnixStream::connect(&d.socket).unwrap();
-    slow.write_all(
+    // The rest of the body never comes.
+    let (n, reply) = send_raw(
+        &d,
         b"POST /v1/actors HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":",
-    )
-    .unwrap();
-    // The rest never comes.
-    slow.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut buf = Vec::new();
-    let n = slow.read_to_end(&mut buf);
+    );
     assert!(n.is_ok(), "the daemon did not close the connection: {n:?}");
-    let reply = String::from_utf8_lossy(&buf);
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(
         reply.contains("request body not received in time"),
@@ -152,16 +159,9 @@ async fn a_slow_body_is_cut_off_with_400() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_header_client_is_cut_off_and_others_are_served() {
     let d = Daemon::start_with_config("[limits]\nheader_read_timeout_secs = 1\n", &[]);
-    let mut slow = UnixStream::connect(&d.socket).unwrap();
-    slow.write_all(b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
     // It never finishes its headers; the daemon closes the connection.
-    slow.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut buf = Vec::new();
-    let n = slow.read_to_end(&mut buf);
+    let (n, reply) = send_raw(&d, b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\n");
     assert!(n.is_ok(), "the daemon did not close the connection: {n:?}");
-    let reply = String::from_utf8_lossy(&buf);
     assert!(!reply.contains("200 OK"), "{reply}");
     // The daemon serves everyone else meanwhile and after.
     d.client.health().await.unwrap();
@@ -170,16 +170,7 @@ async fn a_slow_header_client_is_cut_off_and_others_are_served() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_and_too_many_headers_are_refused() {
     let d = Daemon::start();
-    let send = |head: String| {
-        let mut s = UnixStream::connect(&d.socket).unwrap();
-        // The daemon may answer and close before a huge head is all written:
-        // the answer is still there to read.
-        let _ = s.write_all(head.as_bytes());
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    };
+    let send = |head: String| send_raw(&d, head.as_bytes()).1;
     // A head a little over the limit (16 KiB) reaches the handler: the JSON
     // error of DESIGN §3, and the connection is closed.
     let json_413 = |reply: &str, what: &str| {

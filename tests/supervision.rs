@@ -18,6 +18,29 @@ fn kill_pid(pid: i32) {
     .unwrap();
 }
 
+/// Starts, with runsc itself, a sandbox the daemon has no record of under
+/// its runsc root, from the bundle of actor `bundle_of`.
+fn start_stray(d: &Daemon, bundle_of: &str, id: &str) {
+    let status = Command::new("runsc")
+        .arg(format!("--root={}", d.state.join("runsc").display()))
+        .args([
+            "--platform=ptrace",
+            "--network=none",
+            "--overlay2=root:memory",
+            "run",
+            "--detach",
+            "--bundle",
+        ])
+        .arg(d.state.join("bundles").join(bundle_of))
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn running_containers(d: &Daemon) -> Vec<String> {
     d.runsc_containers()
         .into_iter()
@@ -108,24 +131,7 @@ async fn stopping_the_daemon_leaves_actors_running_and_a_restart_adopts_them() {
     let half = d.state.join("snapshots/parked/.tmp-snap-000099");
     std::fs::create_dir_all(&half).unwrap();
     std::fs::write(half.join("checkpoint.img"), b"partial").unwrap();
-    let stray = Command::new("runsc")
-        .arg(format!("--root={}", d.state.join("runsc").display()))
-        .args([
-            "--platform=ptrace",
-            "--network=none",
-            "--overlay2=root:memory",
-            "run",
-            "--detach",
-            "--bundle",
-        ])
-        .arg(d.state.join("bundles/keep"))
-        .arg("stray-1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(stray.success());
+    start_stray(&d, "keep", "stray-1");
     assert!(running_containers(&d).contains(&"stray-1".to_string()));
 
     d.restart();
@@ -323,24 +329,7 @@ async fn recovery_waits_for_a_runsc_that_cannot_list_and_loses_nothing() {
         d.runsc_containers()
     );
     // And a stranger starts under the daemon's runsc root.
-    let stray = Command::new("runsc")
-        .arg(format!("--root={}", d.state.join("runsc").display()))
-        .args([
-            "--platform=ptrace",
-            "--network=none",
-            "--overlay2=root:memory",
-            "run",
-            "--detach",
-            "--bundle",
-        ])
-        .arg(d.state.join("bundles/steady"))
-        .arg("stray-2")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(stray.success());
+    start_stray(&d, "steady", "stray-2");
 
     // runsc answers for each container again (its list still fails): the
     // live actors are adopted: steps work, exits are seen.

@@ -102,7 +102,13 @@ fn check_head(req: &Request<Incoming>, limits: &Limits) -> Result<(), ApiError> 
         ));
     }
     // As sent: "METHOD URI HTTP/1.1\r\n", then "name: value\r\n" each, "\r\n".
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    // The usual origin form is measured without building a string.
+    let uri = req.uri();
+    let uri_len = match (uri.scheme_str(), uri.authority()) {
+        (None, None) => uri.path_and_query().map_or(1, |pq| pq.as_str().len()),
+        _ => uri.to_string().len(),
+    };
+    let line = req.method().as_str().len() + uri_len + 12;
     let headers: usize = req
         .headers()
         .iter()

@@ -87,34 +87,11 @@ impl<R: Runtime> ActorService<R> {
         // strangers (settling may drop a dead one from the record and
         // leave its runsc state to `cleanup_container`).
         let mut known: HashSet<String> = HashSet::new();
-        for id in ids {
-            // A shutdown waits for this actor only, not for the pass (at
-            // start nothing drains); what is left waits for the next start.
-            let Ok(_gate) = self.begin_op() else {
-                return Ok(());
-            };
-            let _guard = self.locks.lock(&id).await;
-            // Settled from here on: its steps wait for the lock we hold.
-            self.unrecovered_ids().remove(&id);
-            let Some(rec) = self.store.get(&id)? else {
-                self.locks.forget(&id);
-                continue;
-            };
-            if let Some(c) = &rec.container {
-                known.insert(c.id.clone());
-            }
-            let running = rec
-                .container
-                .as_ref()
-                .and_then(|c| containers.iter().find(|s| s.id == c.id))
-                .filter(|s| s.is_running())
-                .map(|s| s.pid);
-            // One actor that cannot be settled must not keep the daemon
-            // (and every other actor) from being served.
-            if let Err(e) = self.reconcile_one(rec, running, report).await {
-                tracing::error!(actor = %id, error = %e, "recovery could not settle the actor");
-                report.errors.push((id, e.to_string()));
-            }
+        if !self
+            .settle_each(ids, Some(&containers), &mut known, report)
+            .await?
+        {
+            return Ok(());
         }
         // Every record, also of actors created since the list was taken:
         // a record names its container before runsc creates it.
@@ -155,19 +132,23 @@ impl<R: Runtime> ActorService<R> {
         Ok(())
     }
 
-    /// Settles the actors `ids` one at a time on `runsc state` of their
-    /// own container (used when `runsc list` fails). An actor without a
-    /// container needs no answer; one whose state runsc cannot give stays
-    /// in the waiting set.
-    async fn reconcile_one_by_one(
+    /// Settles the actors `ids`, each under its lock, on whether its
+    /// sandbox runs: from `containers` (runsc's list) when given, else from
+    /// `runsc state` of its own container, in which case an actor runsc
+    /// cannot answer for stays in the waiting set. Records the containers
+    /// the records named in `known`. Returns false when a shutdown cut the
+    /// pass short (a shutdown waits for one actor, not for the pass; what
+    /// is left waits for the next start).
+    async fn settle_each(
         self: &Arc<Self>,
         ids: Vec<String>,
+        containers: Option<&[ContainerState]>,
+        known: &mut HashSet<String>,
         report: &mut ReconcileReport,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         for id in ids {
-            // A shutdown waits for this actor only, not for the pass.
             let Ok(_gate) = self.begin_op() else {
-                return Ok(());
+                return Ok(false);
             };
             let _guard = self.locks.lock(&id).await;
             let Some(rec) = self.store.get(&id)? else {
@@ -175,9 +156,16 @@ impl<R: Runtime> ActorService<R> {
                 self.locks.forget(&id);
                 continue;
             };
-            let running = match &rec.container {
-                None => None,
-                Some(c) => match self.runtime.state(&c.id).await {
+            let running = match (&rec.container, containers) {
+                (None, _) => None,
+                (Some(c), Some(list)) => {
+                    known.insert(c.id.clone());
+                    list.iter()
+                        .find(|s| s.id == c.id)
+                        .filter(|s| s.is_running())
+                        .map(|s| s.pid)
+                }
+                (Some(c), None) => match self.runtime.state(&c.id).await {
                     Ok(Some(state)) => state.is_running().then_some(state.pid),
                     // "Not found" is read from runsc's words, which a
                     // broken runsc may say of itself: believe it only
@@ -191,13 +179,16 @@ impl<R: Runtime> ActorService<R> {
                     }
                 },
             };
+            // Settled from here on: its steps wait for the lock we hold.
             self.unrecovered_ids().remove(&id);
+            // One actor that cannot be settled must not keep the daemon
+            // (and every other actor) from being served.
             if let Err(e) = self.reconcile_one(rec, running, report).await {
                 tracing::error!(actor = %id, error = %e, "recovery could not settle the actor");
                 report.errors.push((id, e.to_string()));
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Finishes a recovery that [`ActorService::reconcile`] could not:
@@ -228,9 +219,9 @@ impl<R: Runtime> ActorService<R> {
                     if attempt % 12 == 1 {
                         tracing::warn!(error = %e, waiting = ids.len(), "deferred recovery: runsc still cannot list its containers");
                     }
-                    self.reconcile_one_by_one(ids, &mut report)
+                    self.settle_each(ids, None, &mut HashSet::new(), &mut report)
                         .await
-                        .map(|()| false)
+                        .map(|_| false)
                 }
             };
             match result {
