@@ -3,6 +3,7 @@
 //! [`Reaper`], parses `state`/`list` JSON and turns failures into errors that
 //! carry the exit status and what runsc printed.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
@@ -127,6 +128,15 @@ pub struct LaunchSpec {
     pub log_path: PathBuf,
 }
 
+/// Environment variable that every runsc command of the daemon carries:
+/// the runsc root it works on. With [`MARK_OP`] it lets a daemon find the
+/// commands a previous one left running (whatever binary or wrapper script
+/// `runsc.path` names); runsc does not pass it on to sandboxes or gofers.
+pub(crate) const MARK_ROOT: &str = "ATELET_RUNSC_ROOT";
+/// Environment variable naming the runsc subcommand a process runs for
+/// the daemon (`checkpoint`, `wait`, …); see [`MARK_ROOT`].
+pub(crate) const MARK_OP: &str = "ATELET_RUNSC_OP";
+
 /// Settings of the driver.
 #[derive(Debug, Clone)]
 pub struct RunscConfig {
@@ -171,7 +181,13 @@ impl RunscConfig {
         } else {
             Command::new(binary)
         };
-        cmd.arg(format!("--root={}", self.root.display()))
+        // Marked as ours in the environment (inherited by a wrapper script's
+        // runsc too), so that the next daemon finds what this one left
+        // running by something it controls, not by parsing command lines.
+        let op = args.first().copied().unwrap_or_default();
+        cmd.env(MARK_ROOT, &self.root)
+            .env(MARK_OP, op)
+            .arg(format!("--root={}", self.root.display()))
             .arg(format!("--platform={}", self.platform))
             .arg(format!("--network={}", self.network))
             .arg(format!("--overlay2={}", self.overlay))
@@ -242,6 +258,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// running under our root have finished, so that recovery reads a
     /// settled state. Returns how many there were.
     fn settle(&self) -> impl std::future::Future<Output = usize> + Send;
+    /// Waits (up to `limit`) for the sandbox process `pid`, which this
+    /// daemon may not be the parent of, to end; true when it has.
+    fn wait_gone(
+        &self,
+        pid: i32,
+        limit: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send;
+    /// Ends the helper processes (the waiters of adopted sandboxes) that
+    /// must not outlive the daemon; sandboxes keep running.
+    fn shutdown(&self) {}
 }
 
 /// The real runtime: runsc on this host.
@@ -252,6 +278,9 @@ pub struct Runsc {
     metrics: Arc<Metrics>,
     /// (path, mtime, version) of the last binary probed.
     version_cache: Mutex<Option<(PathBuf, SystemTime, String)>>,
+    /// Pids of the `runsc wait` processes watching adopted sandboxes: at
+    /// most one per sandbox, ended by [`Runtime::shutdown`].
+    waiters: Arc<Mutex<HashSet<i32>>>,
 }
 
 /// How long `runsc --version` may take.
@@ -268,6 +297,7 @@ impl Runsc {
             reaper,
             metrics,
             version_cache: Mutex::new(None),
+            waiters: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -658,11 +688,20 @@ impl Runtime for Runsc {
     }
 
     async fn settle(&self) -> usize {
+        // Waiters left by a daemon that died without ending them (kill -9)
+        // would watch for ever beside the new ones: at most one per sandbox.
+        let ended = end_stale_waiters(&self.config.root);
+        if ended > 0 {
+            tracing::warn!(
+                ended,
+                "ended runsc wait processes left by a previous daemon"
+            );
+        }
         let root = format!("--root={}", self.config.root.display());
         let deadline = std::time::Instant::now() + self.config.timeout;
         let mut first = None;
         loop {
-            let stray = stray_commands(&root);
+            let stray = stray_commands(&self.config.root, &root);
             if first.is_none() {
                 first = Some(stray.len());
                 for (pid, cmd) in &stray {
@@ -686,20 +725,26 @@ impl Runtime for Runsc {
         let container_id = container_id.to_string();
         let reaper = self.reaper.clone();
         let config = self.config.clone();
+        let waiters = self.waiters.clone();
         tokio::spawn(async move {
             loop {
                 if let Ok(binary) = config.binary() {
                     let mut cmd = config.command(&binary, &["wait", &container_id], false);
-                    if let Some(outcome) = wait_adopted(&reaper, &mut cmd).await {
+                    if let Some(outcome) = wait_adopted(&reaper, &waiters, &mut cmd).await {
                         let _ = tx.send(outcome);
                         return;
                     }
                 }
                 if !pid_alive(pid) {
+                    // `runsc wait` reads the status from the sandbox, which
+                    // reports every exit of its container; a sandbox that
+                    // vanished without one was killed by a signal, which
+                    // only its parent (no longer us) could read. Recorded
+                    // as a kill (137), as for a sandbox we started.
                     let _ = tx.send(ExitOutcome {
-                        code: None,
+                        code: Some(ExitStatus::Signaled(9).code()),
                         message: format!(
-                            "sandbox (pid {pid}) lost: its exit status is unavailable"
+                            "sandbox (pid {pid}) killed: it ended without an exit status (after a daemon restart the signal cannot be read; recorded as SIGKILL)"
                         ),
                     });
                     return;
@@ -709,23 +754,70 @@ impl Runtime for Runsc {
         });
         rx
     }
+
+    async fn wait_gone(&self, pid: i32, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while pid_alive(pid) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    fn shutdown(&self) {
+        let pids: Vec<i32> = lock(&self.waiters).drain().collect();
+        for pid in &pids {
+            end_process_group(*pid);
+        }
+        if !pids.is_empty() {
+            tracing::info!(waiters = pids.len(), "ended the runsc wait processes");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs `runsc wait` for an adopted sandbox; `None` when it gave no exit
-/// status.
-async fn wait_adopted(reaper: &Reaper, cmd: &mut Command) -> Option<ExitOutcome> {
+/// status. The waiter is registered in `waiters` while it runs, and dies
+/// with the daemon (a parent-death signal; what a kill -9 leaves anyway,
+/// the next start ends by its marks).
+async fn wait_adopted(
+    reaper: &Reaper,
+    waiters: &Mutex<HashSet<i32>>,
+    cmd: &mut Command,
+) -> Option<ExitOutcome> {
     #[derive(Deserialize)]
     struct WaitOutput {
         #[serde(rename = "exitStatus")]
         exit_status: i32,
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let parent = nix::unistd::getpid();
+    // SAFETY: only async-signal-safe system calls (prctl, getppid) run
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // The daemon died before the signal was armed.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("the daemon is gone"));
+            }
+            Ok(())
+        });
+    }
     let (mut child, exit) = reaper.spawn(cmd).ok()?;
+    let waiter = child.id() as i32;
+    lock(waiters).insert(waiter);
     let mut out = Vec::new();
     if let Some(Ok(mut stdout)) = child.stdout.take().map(pipe_reader) {
         let _ = stdout.read_to_end(&mut out).await;
     }
     let _ = exit.await;
+    lock(waiters).remove(&waiter);
     // runsc already folds a signal into 128+n.
     let w = serde_json::from_slice::<WaitOutput>(&out).ok()?;
     Some(ExitOutcome {
@@ -745,18 +837,22 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// runsc commands under `root_flag` that change state (not sandboxes,
-/// gofers or `wait`), by pid and command line.
-fn stray_commands(root_flag: &str) -> Vec<(i32, String)> {
-    const STATEFUL: [&str; 7] = [
-        "run",
-        "restore",
-        "checkpoint",
-        "delete",
-        "create",
-        "start",
-        "kill",
-    ];
+/// runsc subcommands that change a container's state: a daemon that
+/// starts waits for those a previous one left running.
+const STATEFUL: [&str; 9] = [
+    "run",
+    "restore",
+    "checkpoint",
+    "delete",
+    "create",
+    "start",
+    "kill",
+    "pause",
+    "resume",
+];
+
+/// Pids of the other processes on the host (not this one, nor its children).
+fn foreign_pids() -> Vec<i32> {
     let Ok(proc_dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -765,17 +861,86 @@ fn stray_commands(root_flag: &str) -> Vec<(i32, String)> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| *pid != me && !is_our_child(*pid))
-        .filter_map(|pid| {
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
+        .collect()
+}
+
+/// The runsc subcommand a process runs for a daemon on `root`, read from
+/// the marks in its environment ([`MARK_ROOT`], [`MARK_OP`]).
+fn marked_op(pid: i32, root: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let mut on_root = false;
+    let mut op = None;
+    for var in raw.split(|b| *b == 0) {
+        if let Some(v) = var.strip_prefix(format!("{MARK_ROOT}=").as_bytes()) {
+            on_root = v == root.as_os_str().as_bytes();
+        } else if let Some(v) = var.strip_prefix(format!("{MARK_OP}=").as_bytes()) {
+            op = Some(String::from_utf8_lossy(v).into_owned());
+        }
+    }
+    op.filter(|_| on_root)
+}
+
+fn command_line(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let is_ours = args.iter().any(|a| a == root_flag);
-            let sub = args.iter().skip(1).find(|a| !a.starts_with('-'))?;
-            (is_ours && STATEFUL.contains(&sub.as_str())).then(|| (pid, args.join(" ")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// runsc commands on `root` that change state (not sandboxes, gofers or
+/// `wait`), by pid and command line: found by the daemon's marks, and,
+/// for commands of a daemon from before the marks, by the `--root` flag
+/// (`root_flag`) and subcommand on their command line.
+fn stray_commands(root: &Path, root_flag: &str) -> Vec<(i32, String)> {
+    foreign_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let args = command_line(pid);
+            let stateful = match marked_op(pid, root) {
+                Some(op) => STATEFUL.contains(&op.as_str()),
+                None => {
+                    args.iter().any(|a| a == root_flag)
+                        && args
+                            .iter()
+                            .skip(1)
+                            .find(|a| !a.starts_with('-'))
+                            .is_some_and(|sub| STATEFUL.contains(&sub.as_str()))
+                }
+            };
+            stateful.then(|| (pid, args.join(" ")))
         })
         .collect()
+}
+
+/// Ends the `runsc wait` processes a previous daemon on `root` left
+/// behind (found by their marks); returns how many.
+fn end_stale_waiters(root: &Path) -> usize {
+    let stale: Vec<i32> = foreign_pids()
+        .into_iter()
+        .filter(|pid| marked_op(*pid, root).as_deref() == Some("wait"))
+        .collect();
+    for pid in &stale {
+        end_process_group(*pid);
+    }
+    stale.len()
+}
+
+/// SIGKILL to `pid` and, when it leads its own process group (every runsc
+/// command the daemon starts does), to the whole group: a wrapper script
+/// and the runsc it runs go together.
+fn end_process_group(pid: i32) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    let p = nix::unistd::Pid::from_raw(pid);
+    if nix::unistd::getpgid(Some(p)) == Ok(p) {
+        let _ = killpg(p, Signal::SIGKILL);
+    } else {
+        let _ = kill(p, Signal::SIGKILL);
+    }
 }
 
 /// What an operator reads in statusMessage when a sandbox ends.

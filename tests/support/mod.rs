@@ -329,6 +329,70 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Every runsc process on this daemon's runsc root, found by the
+    /// `--root` flag on its command line or the daemon's mark in its
+    /// environment (a wrapper script's process carries only the mark), as
+    /// (pid, what it runs: `wait`, `boot`, `gofer`, `checkpoint`, …, and
+    /// the container it names last).
+    pub fn runsc_processes(&self) -> Vec<(i32, String, String)> {
+        let root = self.state.join("runsc");
+        let flag = format!("--root={}", root.display());
+        let mark = format!("ATELET_RUNSC_ROOT={}", root.display());
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let split = |raw: Vec<u8>| -> Vec<String> {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            };
+            let args = split(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default());
+            let env = split(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rfind(')')
+                        .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            if zombie || !(args.contains(&flag) || env.contains(&mark)) {
+                continue;
+            }
+            let op = env
+                .iter()
+                .find_map(|v| v.strip_prefix("ATELET_RUNSC_OP="))
+                .map(str::to_string)
+                .or_else(|| {
+                    args.iter()
+                        .skip(1)
+                        .find(|a| !a.starts_with('-') && !a.contains('/'))
+                        .cloned()
+                })
+                .unwrap_or_default();
+            let target = args.last().cloned().unwrap_or_default();
+            found.push((pid, op, target));
+        }
+        found
+    }
+
+    /// The `runsc wait` processes on this daemon's root, per container.
+    pub fn waiters(&self) -> BTreeMap<String, usize> {
+        let mut per = BTreeMap::new();
+        for (_, op, target) in self.runsc_processes() {
+            if op == "wait" {
+                *per.entry(target).or_default() += 1;
+            }
+        }
+        per
+    }
+
     /// The runsc containers under this daemon's root.
     pub fn runsc_containers(&self) -> Vec<(String, String)> {
         let out = Command::new("runsc")

@@ -176,13 +176,16 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// Refuses new lifecycle steps and waits (up to `timeout`) for the
-    /// running ones to finish. Sandboxes are left running.
+    /// running ones to finish, then ends the runtime's helper processes
+    /// (waiters), which must not outlive the daemon. Sandboxes are left
+    /// running.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.draining.store(true, Ordering::SeqCst);
         let drained = tokio::time::timeout(timeout, self.gate.write())
             .await
             .is_ok();
         let _ = self.store.flush();
+        self.runtime.shutdown();
         drained
     }
 
