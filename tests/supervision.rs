@@ -2,6 +2,7 @@
 //! is recorded STOPPED or FAILED; stopping or killing the daemon leaves
 //! actors running, and a restarted daemon adopts them and cleans up.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -376,5 +377,194 @@ async fn recovery_waits_for_a_runsc_that_cannot_list_and_loses_nothing() {
         1,
         "{:?}",
         d.runsc_containers()
+    );
+}
+
+/// Waits until the daemon's `runsc wait` processes are exactly one for
+/// each container of `running` (and none for anything else).
+async fn expect_waiters(d: &Daemon, running: &[String], when: &str) {
+    let want: std::collections::BTreeMap<String, usize> =
+        running.iter().map(|c| (c.clone(), 1)).collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let have = d.waiters();
+        if have == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{when}: waiters {have:?}, want one for each of {running:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_leave_one_waiter_per_running_actor_and_none_behind() {
+    let mut d = Daemon::start();
+    for id in ["w1", "w2", "w3"] {
+        d.create(&actor_request(id, "sleep 100000")).await;
+    }
+    let mut cids = Vec::new();
+    for id in ["w1", "w2", "w3"] {
+        cids.push(
+            d.client
+                .get(id)
+                .await
+                .unwrap()
+                .sandbox
+                .unwrap()
+                .container_id,
+        );
+    }
+    // Sandboxes the daemon started are its children: no waiter at all.
+    expect_waiters(&d, &[], "first start").await;
+    for round in 0..3 {
+        // A clean stop ends the waiters; a kill -9 leaves them to the
+        // parent-death signal; either way a restart has one per actor.
+        if round == 1 {
+            d.kill9();
+        } else {
+            assert!(d.terminate().success());
+        }
+        expect_waiters(&d, &[], &format!("round {round}, daemon down")).await;
+        d.restart();
+        expect_waiters(&d, &cids, &format!("round {round}, after restart")).await;
+    }
+
+    // Waiters a daemon could not end (its parent-death signal missed, say)
+    // are found by their marks and ended by the next start.
+    let stale = Command::new("runsc")
+        .arg(format!("--root={}", d.state.join("runsc").display()))
+        .args(["wait", &cids[0]])
+        .env("ATELET_RUNSC_ROOT", d.state.join("runsc"))
+        .env("ATELET_RUNSC_OP", "wait")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let stale_pid = stale.id() as i32;
+    std::thread::spawn(move || {
+        let mut stale = stale;
+        let _ = stale.wait();
+    });
+    assert_eq!(d.waiters().get(&cids[0]), Some(&2));
+    d.kill9();
+    d.restart();
+    expect_waiters(&d, &cids, "after a stale waiter").await;
+    assert!(
+        d.runsc_processes()
+            .iter()
+            .all(|(pid, _, _)| *pid != stale_pid),
+        "the stale waiter was not ended"
+    );
+
+    // An adopted sandbox killed by a signal records 137, as one the daemon
+    // started does (its exit status cannot be read: it is not our child).
+    let pid = d.client.get("w2").await.unwrap().sandbox.unwrap().pid;
+    kill_pid(pid);
+    let killed = d.wait_status("w2", ActorStatus::Failed, WAIT).await;
+    assert_eq!(killed.exit_code, Some(137), "{}", killed.status_message);
+    assert!(
+        killed.status_message.contains("killed"),
+        "{}",
+        killed.status_message
+    );
+    expect_waiters(&d, &[cids[0].clone(), cids[2].clone()], "after a kill").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_run_through_a_wrapper_script_is_waited_for_after_a_kill() {
+    use std::os::unix::fs::PermissionsExt;
+    // A runsc wrapper whose checkpoint starts late: for a while only the
+    // shell runs, and its command line names the script, not runsc.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("runsc-wrapper");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = checkpoint ]; then sleep 3; fi\ndone\nruntime=$(command -v runsc)\n\"$runtime\" \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut d = Daemon::start_with(&["--runsc", wrapper.to_str().unwrap()]);
+    d.create(&actor_request("wrapped", COUNTER)).await;
+    d.wait_log("wrapped", WAIT, |l| numbers(l).len() >= 3).await;
+    let client = d.client.clone();
+    let suspend = tokio::spawn(async move { client.act("wrapped", "suspend").await });
+    let deadline = std::time::Instant::now() + WAIT;
+    while !d
+        .runsc_processes()
+        .iter()
+        .any(|(_, op, _)| op == "checkpoint")
+    {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.kill9();
+    let _ = suspend.await;
+    d.restart();
+    assert!(
+        d.log()
+            .contains("waiting for a runsc command left by a previous daemon"),
+        "the wrapped checkpoint was not waited for"
+    );
+    // The checkpoint completed while nobody watched: the actor is back
+    // with its memory (revived or suspended), never lost.
+    let a = d.client.get("wrapped").await.unwrap();
+    assert!(
+        matches!(a.status, ActorStatus::Running | ActorStatus::Suspended),
+        "{}: {}",
+        a.status,
+        a.status_message
+    );
+    if a.status == ActorStatus::Suspended {
+        d.client.act("wrapped", "resume").await.unwrap();
+    }
+    let before = numbers(&d.logs("wrapped").await).len();
+    let log = d
+        .wait_log("wrapped", WAIT, |l| numbers(l).len() > before + 2)
+        .await;
+    atelet_e2e::assert_consecutive(&numbers(&log));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_actor_resumes_from_its_latest_snapshot() {
+    let d = Daemon::start();
+    d.create(&actor_request("phoenix", COUNTER)).await;
+    d.wait_log("phoenix", WAIT, |l| numbers(l).len() >= 3).await;
+    let s = d.client.act("phoenix", "suspend").await.unwrap();
+    let at_snapshot = *numbers(&d.logs("phoenix").await).last().unwrap();
+    d.client.act("phoenix", "resume").await.unwrap();
+    d.wait_log("phoenix", WAIT, |l| {
+        numbers(l).last().is_some_and(|n| *n > at_snapshot + 2)
+    })
+    .await;
+    let pid = d.client.get("phoenix").await.unwrap().sandbox.unwrap().pid;
+    kill_pid(pid);
+    let failed = d.wait_status("phoenix", ActorStatus::Failed, WAIT).await;
+    assert_eq!(failed.snapshots, s.snapshots, "snapshots kept");
+
+    // Back to the snapshot: the counter goes on from where it was taken.
+    let r = d.client.act("phoenix", "resume").await.unwrap();
+    assert_eq!(r.status, ActorStatus::Running);
+    let before = d.logs("phoenix").await.len();
+    let log = d
+        .wait_log("phoenix", WAIT, |l| numbers(&l[before..]).len() >= 2)
+        .await;
+    let resumed = numbers(&log[before..]);
+    assert_eq!(resumed[0], at_snapshot + 1, "{resumed:?}");
+
+    // Without a snapshot there is nothing to go back to: 409.
+    d.create(&actor_request("plain", "sleep 100000")).await;
+    let pid = d.client.get("plain").await.unwrap().sandbox.unwrap().pid;
+    kill_pid(pid);
+    d.wait_status("plain", ActorStatus::Failed, WAIT).await;
+    let err = d.client.act("plain", "resume").await.unwrap_err();
+    assert_eq!(err.code(), Some(atelet_api::ErrorCode::Conflict), "{err}");
+    assert!(
+        err.to_string().contains("FAILED with a committed snapshot"),
+        "{err}"
     );
 }

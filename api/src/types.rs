@@ -208,9 +208,11 @@ impl ActorStatus {
         self == ActorStatus::Running
     }
 
-    /// `resume` needs a suspended actor (and its snapshot).
+    /// `resume` needs a suspended actor, or a failed one (a checkpoint that
+    /// killed its sandbox, a lost sandbox) that still has a committed
+    /// snapshot to go back to; the daemon checks the snapshot.
     pub fn can_resume(self) -> bool {
-        self == ActorStatus::Suspended
+        matches!(self, ActorStatus::Suspended | ActorStatus::Failed)
     }
 
     /// `stop` ends a running sandbox or discards a suspended session.

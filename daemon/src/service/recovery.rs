@@ -27,6 +27,11 @@ pub struct ReconcileReport {
     pub list_failed: bool,
 }
 
+/// How long recovery waits for a sandbox that a completed checkpoint is
+/// stopping to end. Seen ≈ 1.2 s for a small actor; the bound only delays
+/// the rare case of a checkpoint that failed and left its sandbox running.
+pub const CHECKPOINT_WIND_DOWN: Duration = Duration::from_secs(30);
+
 /// How often a deferred recovery asks runsc for its containers again.
 pub const RECOVERY_RETRY: Duration = Duration::from_secs(5);
 
@@ -275,6 +280,24 @@ impl<R: Runtime> ActorService<R> {
         let id = rec.id.clone();
         let before = rec.status;
         let cid = rec.container.as_ref().map(|c| c.id.clone());
+        // A sandbox lives on for a while (≈ 1.2 s here, more with more
+        // memory) after a checkpoint has written its image: a suspend cut
+        // short there finds it "running". Its image must not be taken for
+        // a failed checkpoint's leftovers and deleted, or the actor is lost
+        // when the sandbox is gone a moment later: wait for it to end.
+        let running = match running {
+            Some(pid)
+                if before == ActorStatus::Suspending && self.pending_image(&rec).is_some() =>
+            {
+                if self.runtime.wait_gone(pid, CHECKPOINT_WIND_DOWN).await {
+                    tracing::info!(actor = %id, pid, "the checkpointed sandbox ended: the suspend had completed its checkpoint");
+                    None
+                } else {
+                    Some(pid)
+                }
+            }
+            other => other,
+        };
 
         // Snapshot directories that are not on record go, except the one a
         // SUSPENDING actor may have finished writing.
@@ -496,7 +519,7 @@ impl<R: Runtime> ActorService<R> {
                 let why = ServiceError::Internal(
                     "the daemon stopped before the snapshot was committed".to_string(),
                 );
-                self.revive_from(rec, &dir, &why).await?;
+                self.revive_from(rec, &dir, &why, "recovery").await?;
                 if rec.status == ActorStatus::Running {
                     report.adopted.push(rec.id.clone());
                 }

@@ -168,7 +168,9 @@ impl<R: Runtime> ActorService<R> {
                 // pending_snapshot stays set until the revive settles, so
                 // that recovery retries it from the same image.
                 self.cleanup_container(cid);
-                let res = self.revive_from(&mut rec, &pending.dir, &err).await;
+                let res = self
+                    .revive_from(&mut rec, &pending.dir, &err, "suspend failed")
+                    .await;
                 let _ = self.snapshots.discard(pending);
                 res?;
                 return Err(err);
@@ -257,12 +259,14 @@ impl<R: Runtime> ActorService<R> {
 
     /// Restores `rec` from an uncommitted checkpoint image after its commit
     /// failed, so the actor keeps running. Ends RUNNING or FAILED, with the
-    /// pending snapshot cleared.
+    /// pending snapshot cleared. `reason` goes in the transitions' events
+    /// (`suspend failed`, or `recovery` when a restart found the image).
     pub(super) async fn revive_from(
         self: &Arc<Self>,
         rec: &mut ActorRecord,
         image_dir: &std::path::Path,
         why: &ServiceError,
+        reason: &'static str,
     ) -> Result<()> {
         let version = rec
             .container
@@ -274,7 +278,7 @@ impl<R: Runtime> ActorService<R> {
             bundle: self.bundles.dir(&rec.id),
             image_dir: Some(image_dir),
             status: ActorStatus::Resuming,
-            reason: "suspend failed",
+            reason,
             message: format!("suspend failed: {why}"),
         };
         let launched = self.launch(rec, launch).await;
@@ -284,7 +288,7 @@ impl<R: Runtime> ActorService<R> {
                 self.transition(
                     rec,
                     ActorStatus::Running,
-                    "suspend failed",
+                    reason,
                     format!("suspend failed, actor kept running: {why}"),
                 )
                 .await
@@ -293,7 +297,7 @@ impl<R: Runtime> ActorService<R> {
                 self.transition(
                     rec,
                     ActorStatus::Failed,
-                    "suspend failed",
+                    reason,
                     format!("suspend failed ({why}) and the actor could not be restored: {e}"),
                 )
                 .await
@@ -308,9 +312,16 @@ impl<R: Runtime> ActorService<R> {
 
     pub(super) async fn resume_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let t0 = Instant::now();
+        const NEEDS: &str = "SUSPENDED, or FAILED with a committed snapshot and no sandbox";
         let (_step, mut rec) = self
-            .begin_step(id, "resume", ActorStatus::can_resume, "SUSPENDED")
+            .begin_step(id, "resume", ActorStatus::can_resume, NEEDS)
             .await?;
+        let from = rec.status;
+        // A FAILED actor goes back to its latest committed snapshot; one
+        // whose half-made sandbox is still on record must be stopped first.
+        if from == ActorStatus::Failed && (rec.snapshots.is_empty() || rec.container.is_some()) {
+            return Err(transition_error("resume", &rec, NEEDS));
+        }
         let Some(latest) = rec.snapshots.last().cloned() else {
             return Err(ServiceError::Internal(format!(
                 "actor {id} is SUSPENDED but has no snapshot on record"
@@ -354,13 +365,14 @@ impl<R: Runtime> ActorService<R> {
             message: String::new(),
         };
         if let Err(e) = self.launch(&mut rec, launch).await {
-            // Back to SUSPENDED, snapshot intact; but if a half-restored
-            // sandbox could not be removed, FAILED keeps it on record so
-            // that it is stopped before anything starts again.
+            // Back to where it was (SUSPENDED or FAILED), snapshot intact;
+            // but if a half-restored sandbox could not be removed, FAILED
+            // keeps it on record so that it is stopped before anything
+            // starts again.
             let to = if rec.container.is_some() {
                 ActorStatus::Failed
             } else {
-                ActorStatus::Suspended
+                from
             };
             self.transition(&mut rec, to, "resume failed", format!("resume failed: {e}"))
                 .await?;

@@ -27,6 +27,9 @@ struct FakeState {
     version: String,
     available: bool,
     next_pid: i32,
+    /// Containers whose sandbox is winding down after a checkpoint: listed
+    /// running (pid 43), gone once waited for.
+    winding: std::collections::HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -165,7 +168,11 @@ impl Runtime for Fake {
             .map(|(c, r)| ContainerState {
                 id: c.clone(),
                 status: if *r { "running" } else { "stopped" }.into(),
-                pid: if *r { 42 } else { -1 },
+                pid: match (*r, s.winding.contains(c)) {
+                    (true, true) => 43,
+                    (true, false) => 42,
+                    (false, _) => -1,
+                },
                 bundle: String::new(),
             })
             .collect())
@@ -180,6 +187,16 @@ impl Runtime for Fake {
     }
     async fn settle(&self) -> usize {
         0
+    }
+    async fn wait_gone(&self, pid: i32, _limit: Duration) -> bool {
+        let mut s = self.state();
+        if pid != 43 {
+            return false;
+        }
+        for c in std::mem::take(&mut s.winding) {
+            s.containers.insert(c, false);
+        }
+        true
     }
 }
 
@@ -347,6 +364,39 @@ async fn a_checkpoint_that_kills_the_sandbox_leaves_the_actor_failed() {
         a.status_message
     );
     assert!(env.snapshots().entries("a").unwrap().is_empty());
+    // With no snapshot to go back to, resume is refused and changes nothing.
+    assert!(matches!(
+        svc.resume("a").await,
+        Err(ServiceError::Transition { .. })
+    ));
+    assert_eq!(svc.get("a").unwrap(), a);
+}
+
+#[tokio::test]
+async fn a_failed_actor_with_a_snapshot_resumes_from_the_latest() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let first = svc.suspend("a").await.unwrap().snapshots[0].id.clone();
+    svc.resume("a").await.unwrap();
+    env.fake.state().fail.insert("checkpoint", true);
+    svc.suspend("a").await.unwrap_err();
+    assert_eq!(svc.get("a").unwrap().status, ActorStatus::Failed);
+    // A restore that fails leaves it FAILED, snapshot kept.
+    env.fake.state().fail.insert("restore", false);
+    svc.resume("a").await.unwrap_err();
+    let a = svc.get("a").unwrap();
+    assert_eq!(a.status, ActorStatus::Failed, "{}", a.status_message);
+    assert_eq!(a.snapshots.len(), 1);
+    let r = svc.resume("a").await.unwrap();
+    assert_eq!(r.status, ActorStatus::Running);
+    assert_eq!(r.latest_snapshot.as_deref(), Some(first.as_str()));
+    assert!(env
+        .fake
+        .state()
+        .calls
+        .last()
+        .is_some_and(|c| c.starts_with("restore a_")));
 }
 
 #[tokio::test]
@@ -493,6 +543,16 @@ async fn recovery_resolves_every_interrupted_step() {
         .unwrap();
     running("res-alive_1");
 
+    // The checkpoint completed and the sandbox is winding down: not taken
+    // for a live actor (its image would be deleted and the actor lost).
+    let mut r = env.record("susp-winding", Suspending, Some("susp-winding_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    running("susp-winding_1");
+    env.fake.state().winding.insert("susp-winding_1".into());
+    let tmp = snaps.begin("susp-winding", "snap-000001").unwrap();
+    std::fs::write(tmp.dir.join("checkpoint.img"), b"image").unwrap();
+
     // Sandbox gone.
     store
         .save(&env.record("run-lost", Running, Some("run-lost_1")), None)
@@ -577,6 +637,16 @@ async fn recovery_resolves_every_interrupted_step() {
         "temp dir left"
     );
     assert_eq!(status("res-alive"), Running);
+    assert_eq!(status("susp-winding"), Running);
+    assert!(
+        env.fake
+            .state()
+            .calls
+            .iter()
+            .any(|c| c.starts_with("restore susp-winding_")),
+        "not revived from its image"
+    );
+    assert!(snaps.entries("susp-winding").unwrap().is_empty());
     assert_eq!(status("run-lost"), Failed);
     assert!(svc.get("run-lost").unwrap().status_message.contains("lost"));
     assert_eq!(status("stopping"), Stopped);
@@ -607,14 +677,21 @@ async fn recovery_resolves_every_interrupted_step() {
             "run-alive",
             "start-alive",
             "susp-alive",
-            "susp-uncommitted"
+            "susp-uncommitted",
+            "susp-winding"
         ]
     );
-    // Every change was logged as an event from recovery.
+    // Every change was logged as an event from recovery, revives too.
     let events = svc.events_since(0, 1000).unwrap();
     assert!(events
         .iter()
         .any(|e| e.actor_id == "run-lost" && e.to == Some(Failed) && e.reason == "recovery"));
+    for e in &events {
+        assert_eq!(e.reason, "recovery", "{e:?}");
+    }
+    assert!(events
+        .iter()
+        .any(|e| e.actor_id == "susp-uncommitted" && e.to == Some(Resuming)));
 }
 
 #[test]
