@@ -1,9 +1,12 @@
 //! Crash consistency (DESIGN §7): counter actors go through many suspend and
-//! resume cycles while the daemon is killed with SIGKILL at varied points —
-//! in the middle of checkpoints and restores too — and restarted. After every
-//! restart: each actor is in a settled status that matches runsc, every
-//! snapshot ever reported is still on record and intact on disk, no counter
-//! ever went backwards, and no sandbox is orphaned.
+//! resume cycles while the daemon is killed with SIGKILL at more than a
+//! hundred points — at rest, before the runsc steps begin, inside
+//! checkpoints and restores, and just after each returns (for a checkpoint,
+//! over the 1.5 s its sandbox takes to wind down) — and restarted. After
+//! every restart: each actor is in a settled status that matches runsc,
+//! every snapshot ever reported is still on record and intact on disk, no
+//! counter ever went backwards, no sandbox is orphaned, and no runsc
+//! process is left behind (at most one waiter per running actor).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -13,7 +16,23 @@ use atelet_api::{Actor, ActorStatus};
 use atelet_e2e::{actor_request, numbers, Daemon, COUNTER};
 
 const ACTORS: usize = 3;
-const ROUNDS: u64 = 16;
+/// One kill per round.
+const ROUNDS: u64 = 104;
+
+/// Where a round's kill lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Point {
+    /// After every step has answered.
+    Rest,
+    /// At once, before any runsc step has begun.
+    Before,
+    /// Right when runsc `op` began.
+    Inside(&'static str),
+    /// Up to `ms` after runsc `op` returned.
+    After(&'static str, u64),
+    /// After a random delay.
+    Random,
+}
 
 /// A small deterministic generator (no dependency, reproducible failures).
 struct Lcg(u64);
@@ -76,6 +95,7 @@ async fn kill_nine_at_any_point_loses_nothing() {
     // Every snapshot the API ever showed us, per actor.
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut interrupted = BTreeMap::<&str, u32>::new();
+    let mut points = BTreeMap::<Point, u32>::new();
     let mut failed = 0;
 
     for round in 0..ROUNDS {
@@ -98,43 +118,66 @@ async fn kill_nine_at_any_point_loses_nothing() {
                 (id.clone(), client.act(&id, op).await)
             }));
         }
-        // The kill lands at rest (after the steps), right inside a runsc
-        // restore or checkpoint, or after a random delay, in turn.
-        let inside = |op: &str| Some(format!("\"op\":\"{op}\""));
-        let step = match round % 4 {
-            0 => None,
-            1 if ops.contains("resume") => inside("restore"),
-            3 if ops.contains("suspend") => inside("checkpoint"),
-            1 | 3 => inside(if ops.contains("resume") {
-                "restore"
+        // The kill lands in turn at rest, before the steps, inside or
+        // just after a restore or checkpoint (one the round runs), or
+        // after a random delay.
+        let step_of = |want: &'static str| {
+            let op = if want == "checkpoint" {
+                "suspend"
             } else {
-                "checkpoint"
-            }),
-            _ => {
-                tokio::time::sleep(Duration::from_millis(rng.next(900))).await;
-                None
+                "resume"
+            };
+            match (ops.contains(op), want) {
+                (true, w) => w,
+                (false, "checkpoint") => "restore",
+                (false, _) => "checkpoint",
             }
         };
-        if round % 4 == 0 {
-            for t in std::mem::take(&mut tasks) {
-                let (id, res) = t.await.unwrap();
-                let a = res.unwrap_or_else(|e| panic!("round {round}: {id}: {e}"));
-                seen.entry(id)
-                    .or_default()
-                    .extend(a.snapshots.iter().map(|s| s.id.clone()));
+        let point = match round % 8 {
+            0 => Point::Rest,
+            1 => Point::Inside(step_of("restore")),
+            2 => Point::After(step_of("restore"), 300),
+            3 => Point::Inside(step_of("checkpoint")),
+            4 => Point::After(step_of("checkpoint"), 1500),
+            5 => Point::Before,
+            6 => Point::After(step_of("checkpoint"), 200),
+            _ => Point::Random,
+        };
+        *points.entry(point).or_default() += 1;
+        match point {
+            Point::Rest => {
+                for t in std::mem::take(&mut tasks) {
+                    let (id, res) = t.await.unwrap();
+                    let a = res.unwrap_or_else(|e| panic!("round {round}: {id}: {e}"));
+                    seen.entry(id)
+                        .or_default()
+                        .extend(a.snapshots.iter().map(|s| s.id.clone()));
+                }
             }
-        }
-        if let Some(needle) = step {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !d.log()[log_len..]
-                .lines()
-                .any(|l| l.contains("runsc begin") && l.contains(&needle))
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "round {round}: no {needle} began"
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
+            Point::Before => {}
+            Point::Random => {
+                tokio::time::sleep(Duration::from_millis(rng.next(900))).await;
+            }
+            Point::Inside(op) | Point::After(op, _) => {
+                let (what, max) = match point {
+                    Point::After(_, ms) => ("runsc end", ms),
+                    _ => ("runsc begin", 0),
+                };
+                let needle = format!("\"op\":\"{op}\"");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !d.log()[log_len..]
+                    .lines()
+                    .any(|l| l.contains(what) && l.contains(&needle))
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "round {round}: no {what} of {op}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                if max > 0 {
+                    tokio::time::sleep(Duration::from_millis(rng.next(max))).await;
+                }
             }
         }
         d.kill9();
@@ -230,11 +273,34 @@ async fn kill_nine_at_any_point_loses_nothing() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // No process left behind: a sandbox for each running actor, and
+        // at most one waiter each (none for what does not run).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let procs = d.runsc_processes();
+            let waiters = d.waiters();
+            let sandboxes = procs.iter().filter(|(_, op, _)| op == "boot").count();
+            let others: Vec<_> = procs
+                .iter()
+                .filter(|(_, op, _)| !matches!(op.as_str(), "boot" | "gofer" | "wait"))
+                .collect();
+            let ok = sandboxes == running.len()
+                && others.is_empty()
+                && waiters.iter().all(|(c, n)| *n == 1 && running.contains(c));
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: runsc processes {procs:?} (waiters {waiters:?}) for running {running:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // Let the counters move before the next round.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     eprintln!(
-        "torture: {ROUNDS} rounds × {ACTORS} actors in {:?}; interrupted mid-step: {interrupted:?}; snapshots kept: {}; failed: {failed}",
+        "torture: {ROUNDS} kills, {ACTORS} actors, in {:?}; kill points: {points:?}; interrupted mid-step: {interrupted:?}; snapshots kept: {}; failed: {failed}",
         t0.elapsed(),
         seen.values().map(|s| s.len()).sum::<usize>()
     );
