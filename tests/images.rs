@@ -1,8 +1,9 @@
 //! Actors from real OCI images: layouts built by Debian's umoci from the
 //! busybox-static rootfs, archives and zstd layers written by skopeo, an
-//! uncompressed layer written here. Each runs, suspends and resumes from
-//! the image cache; a second actor of the same image does not unpack it
-//! again; the cache is listed and emptied through the API.
+//! uncompressed layer written here, a layer umoci left without its tar's
+//! end. Each runs, suspends and resumes from the image cache; a second
+//! actor of the same image does not unpack it again; the cache is listed
+//! and emptied through the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -372,4 +373,51 @@ async fn a_tampered_image_is_refused_with_400_and_leaves_nothing() {
             .is_none(),
         "a failed unpack left its temporary directory"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_layer_umoci_left_unterminated_runs() {
+    // umoci 0.4.7 never closes its tar writer: a layer whose last file's
+    // size is not a multiple of 512 stops right after that file's data,
+    // without padding or end-of-archive blocks (umoci issue #436).
+    let l = work_dir().join("busybox-odd");
+    run(Command::new("cp").arg("-a").arg(busybox_layout()).arg(&l));
+    let src = work_dir().join("odd.bin");
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&src, &bytes).unwrap();
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{}:latest", l.display()),
+        src.to_str().unwrap(),
+        "/odd.bin",
+    ]);
+    let (_, manifest) = manifest_of(&l);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{manifest}");
+    let top = blob_path(&l, layers[1]["digest"].as_str().unwrap());
+    let tar = Command::new("gzip")
+        .arg("-dc")
+        .arg(&top)
+        .output()
+        .unwrap()
+        .stdout;
+    // One header and the data: nothing after it.
+    assert_eq!(
+        tar.len(),
+        512 + 1000,
+        "umoci closed its tar writer after all"
+    );
+
+    let d = Daemon::start();
+    let mut body = image_actor("odd", &format!("oci:{}:latest", l.display()));
+    body["spec"]["containers"][0]["command"] =
+        json!(["/bin/sh", "-c", "md5sum /odd.bin; sleep 100000"]);
+    let a = d.create(&body).await;
+    assert_eq!(a.status, ActorStatus::Running);
+    let md5 = run(Command::new("md5sum").arg(&src));
+    let want = format!("{}  /odd.bin", md5.split_whitespace().next().unwrap());
+    d.wait_log("odd", WAIT, |log| log.contains(&want)).await;
+    let images = d.client.images().await.unwrap();
+    assert_eq!(images[0].layers, 2, "{images:?}");
 }

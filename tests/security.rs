@@ -281,10 +281,13 @@ async fn the_admission_policy_refuses_with_the_rule_named() {
         "allow_run_as_root",
     )
     .await;
-    // Images only from the configured directories.
+    // Images only from the configured directories. (`dir:/` is refused
+    // too, by the rule that keeps images away from the state dir.)
     let mut outside = with_sc("p3", json!({"runAsUser": 1000}));
+    outside["spec"]["containers"][0]["image"] = json!("dir:/etc");
+    refused(&d, outside.clone(), "image_dirs").await;
     outside["spec"]["containers"][0]["image"] = json!("dir:/");
-    refused(&d, outside, "image_dirs").await;
+    refused(&d, outside, "state_dir").await;
     // Within the rules it works, up to max_actors.
     d.create(&with_sc(
         "ok1",
@@ -294,6 +297,110 @@ async fn the_admission_policy_refuses_with_the_rule_named() {
     d.create(&with_sc("ok2", json!({"runAsUser": 1000}))).await;
     refused(&d, with_sc("ok3", json!({"runAsUser": 1000})), "max_actors").await;
     assert!(rootfs().starts_with(target_dir()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_image_may_point_into_or_around_the_state_dir() {
+    let d = Daemon::start();
+    // A suspended actor: its whole memory is in a checkpoint in the state dir.
+    d.create(&actor_request("held", "echo ready; sleep 100000"))
+        .await;
+    d.wait_log("held", Duration::from_secs(20), |l| l.contains("ready"))
+        .await;
+    d.client.act("held", "suspend").await.unwrap();
+    let snaps = d.state.join("snapshots/held");
+    let snap = std::fs::read_dir(&snaps)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let checkpoint = snap.join("checkpoint.img");
+    assert!(checkpoint.is_file(), "{}", checkpoint.display());
+    // Links to it from inside an image dir the policy allows.
+    std::os::unix::fs::symlink(&d.state, d.dir.join("sneaky")).unwrap();
+    std::os::unix::fs::symlink(&snaps, d.dir.join("snaps")).unwrap();
+    let (state, dir) = (d.state.display(), d.dir.display());
+    let snap_name = snap.file_name().unwrap().to_string_lossy();
+    for image in [
+        format!("dir:{state}"),
+        format!("dir:{state}/snapshots/held"),
+        format!("dir:{dir}/sneaky"),
+        format!("dir:{dir}/snaps/{snap_name}"),
+        // Around it: the rootfs would show it.
+        format!("dir:{}", d.state.parent().unwrap().display()),
+        format!("oci:{state}/snapshots/held:latest"),
+        format!("oci:{dir}/sneaky/images"),
+        format!("oci-archive:{}", checkpoint.display()),
+        format!("oci-archive:{dir}/snaps/{snap_name}/checkpoint.img:latest"),
+    ] {
+        let mut body = actor_request("thief", "cat /snapshots/held/*/checkpoint.img");
+        body["spec"]["containers"][0]["image"] = json!(image);
+        refused(&d, body, "state_dir").await;
+    }
+    assert!(d.client.images().await.unwrap().is_empty());
+    // The actor it would have read is untouched.
+    let held = d.client.act("held", "resume").await.unwrap();
+    assert_eq!(held.status, ActorStatus::Running);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_whose_image_dir_holds_the_state_dir_is_refused_at_start() {
+    let tmp = tempfile::Builder::new()
+        .prefix("atelet-e2e-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = tmp.path().canonicalize().unwrap();
+    // The layout of the report: image_dirs = ["/tmp/x"], state in /tmp/x/state.
+    let x = home.join("x");
+    let state = x.join("state");
+    let config = home.join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[policy]\nimage_dirs = [{:?}]\n", x.display().to_string()),
+    )
+    .unwrap();
+    let mut daemon = Command::new(atelet_e2e::atelet_bin())
+        .arg("--socket")
+        .arg(home.join("atelet.sock"))
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!("a daemon whose image dir holds its state dir started");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let want = format!(
+        "policy.image_dirs: {} contains the state dir {}",
+        x.display(),
+        state.display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    // Refused before anything was created.
+    assert!(!x.exists());
+    assert!(!home.join("atelet.sock").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

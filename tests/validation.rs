@@ -111,9 +111,10 @@ async fn invalid_requests_are_refused_and_change_nothing() {
     bad_create(&d, body, 400, "securityContext.runAsUser").await;
     // An image that does not exist (inside the allowed image dirs: outside
     // them the node policy answers 403 before the path is looked at).
+    let missing = d.dir.join("nonexistent/rootfs").display().to_string();
     let mut body = actor_request("noimg", "true");
-    body["spec"]["containers"][0]["image"] = json!("dir:/tmp/nonexistent/rootfs");
-    bad_create(&d, body, 400, "/tmp/nonexistent/rootfs").await;
+    body["spec"]["containers"][0]["image"] = json!(format!("dir:{missing}"));
+    bad_create(&d, body, 400, &missing).await;
 
     // 404 for an unknown actor, on every route that names one.
     expect_error(&d, Method::GET, "/v1/actors/ghost", None, 404, "ghost").await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::access::{AccessConfig, AccessPolicy};
-use crate::policy::{AdmissionPolicy, PolicyConfig};
+use crate::policy::{AdmissionPolicy, DaemonPaths, PolicyConfig};
 use crate::server::Limits;
 use serde::Deserialize;
 
@@ -163,7 +163,21 @@ impl Config {
             None => 0o660,
         };
         let access = AccessPolicy::from_config(&file.access).map_err(|e| format!("access: {e}"))?;
-        let policy = AdmissionPolicy::from_config(&file.policy)?;
+        let socket = flags
+            .socket
+            .clone()
+            .or(file.socket)
+            .unwrap_or_else(|| DEFAULT_SOCKET.into());
+        let state_dir = flags
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        let policy = AdmissionPolicy::from_config(&file.policy)?.protect(DaemonPaths {
+            state_dir: &state_dir,
+            socket: &socket,
+            config: flags.config.as_deref(),
+        })?;
         let l = &file.limits;
         let defaults = Limits::default();
         let max_connections = l.max_connections.unwrap_or(defaults.max_connections).max(1);
@@ -195,17 +209,9 @@ impl Config {
             access,
             limits,
             policy,
-            socket: flags
-                .socket
-                .clone()
-                .or(file.socket)
-                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            socket,
             socket_mode,
-            state_dir: flags
-                .state_dir
-                .clone()
-                .or(file.state_dir)
-                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            state_dir,
             runsc_path: flags.runsc.clone().or(r.path),
             platform: r.platform.unwrap_or_else(|| "ptrace".into()),
             network: r.network.unwrap_or_else(|| "none".into()),
@@ -287,18 +293,28 @@ mod tests {
         assert_eq!(file.access.socket_group.as_deref(), Some("atelet"));
         // Resolving needs the group `atelet`, which scripts/install creates;
         // where it is missing, that is the only complaint.
-        let resolved = match Config::resolve(&flags(&["--config", example])) {
-            Ok(c) => c,
+        let dir = tempfile::tempdir().unwrap();
+        let (resolved, used) = match Config::resolve(&flags(&["--config", example])) {
+            Ok(c) => (c, PathBuf::from(example)),
             Err(e) => {
                 assert!(e.contains("group \"atelet\" does not exist"), "{e}");
-                let dir = tempfile::tempdir().unwrap();
                 let copy = dir.path().join("config.toml");
                 let text = std::fs::read_to_string(example).unwrap();
                 std::fs::write(&copy, text.replace("\"atelet\"", "\"0\"")).unwrap();
-                Config::resolve(&flags(&["--config", copy.to_str().unwrap()])).unwrap()
+                let c = Config::resolve(&flags(&["--config", copy.to_str().unwrap()])).unwrap();
+                (c, copy)
             }
         };
-        let defaults = Config::resolve(&flags(&[])).unwrap();
+        let mut defaults = Config::resolve(&flags(&[])).unwrap();
+        // The config file is one of the daemon's files no image may expose.
+        defaults.policy = defaults
+            .policy
+            .protect(DaemonPaths {
+                state_dir: &defaults.state_dir,
+                socket: &defaults.socket,
+                config: Some(&used),
+            })
+            .unwrap();
         // The example spells out the defaults, plus what a service wants.
         assert_eq!(resolved.log_format, Some(LogFormat::Json));
         assert_eq!(resolved.runsc_path, Some(PathBuf::from("/usr/bin/runsc")));
@@ -322,6 +338,56 @@ mod tests {
             let err = overlay(Some(bad.into())).unwrap_err();
             assert!(err.contains("must be \"root:memory\""), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn image_dirs_must_keep_away_from_the_daemons_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let path = root.join("c.toml");
+        let config = |image_dirs: &str| {
+            std::fs::write(&path, format!("[policy]\nimage_dirs = [{image_dirs:?}]\n")).unwrap();
+        };
+        let resolve = |state: &Path| {
+            Config::resolve(&flags(&[
+                "--config",
+                path.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--socket",
+                root.join("run/atelet.sock").to_str().unwrap(),
+            ]))
+        };
+        // The report's layout: image_dirs = ["/tmp/x"], state in /tmp/x/state.
+        let x = root.join("x");
+        config(x.to_str().unwrap());
+        let err = resolve(&x.join("state")).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "policy.image_dirs: {} contains the state dir {}/state",
+                x.display(),
+                x.display()
+            )),
+            "{err}"
+        );
+        // Apart, it starts; and the config file and socket are protected.
+        let c = resolve(&root.join("state")).unwrap();
+        for (image, rule) in [
+            (format!("oci-archive:{}", path.display()), "config"),
+            (format!("dir:{}", root.join("run").display()), "socket"),
+            (
+                format!("dir:{}/state/snapshots", root.display()),
+                "state_dir",
+            ),
+        ] {
+            assert_eq!(
+                c.policy.check_image("image", &image).unwrap_err().rule,
+                rule
+            );
+        }
+        c.policy
+            .check_image("image", &format!("dir:{}/rootfs", x.display()))
+            .unwrap();
     }
 
     #[test]

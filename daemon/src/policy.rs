@@ -57,6 +57,30 @@ pub struct PolicyViolation {
     pub message: String,
 }
 
+/// The daemon's own files. No image may point inside one of them or
+/// contain one, whatever `image_dirs` says: the state dir holds every
+/// actor's snapshot (`checkpoint.img` is its whole memory) and the
+/// database, and an actor's rootfs is readable inside its sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonPaths<'a> {
+    /// The state directory.
+    pub state_dir: &'a Path,
+    /// The API socket.
+    pub socket: &'a Path,
+    /// The config file, if one was given.
+    pub config: Option<&'a Path>,
+}
+
+/// One of [`DaemonPaths`], resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DaemonPath {
+    /// The rule a refusal names: the setting that puts the file there.
+    rule: &'static str,
+    /// What it is, for the message.
+    what: &'static str,
+    path: PathBuf,
+}
+
 /// The resolved policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmissionPolicy {
@@ -65,6 +89,8 @@ pub struct AdmissionPolicy {
     allow_run_as_root: bool,
     max_actors: usize,
     image_dirs: Vec<PathBuf>,
+    /// See [`AdmissionPolicy::protect`].
+    daemon_paths: Vec<DaemonPath>,
 }
 
 impl Default for AdmissionPolicy {
@@ -75,6 +101,7 @@ impl Default for AdmissionPolicy {
             allow_run_as_root: true,
             max_actors: DEFAULT_MAX_ACTORS,
             image_dirs: Vec::new(),
+            daemon_paths: Vec::new(),
         })
     }
 }
@@ -119,7 +146,55 @@ impl AdmissionPolicy {
             allow_run_as_root: c.allow_run_as_root.unwrap_or(true),
             max_actors: c.max_actors.unwrap_or(DEFAULT_MAX_ACTORS),
             image_dirs: dirs.iter().map(|d| resolve(d)).collect(),
+            daemon_paths: Vec::new(),
         })
+    }
+
+    /// Refuses, from now on, images that point inside the daemon's own
+    /// files or contain them (symlinks resolved), whatever `image_dirs`
+    /// says. Fails, naming both paths, when an image dir is, contains or
+    /// lies inside the state dir: the first two are how the state dir was
+    /// handed out to any client (`image_dirs = ["/tmp/x"]` with the state
+    /// in `/tmp/x/state`), the last allows only images that are refused
+    /// anyway, so such a config is a mistake best reported at start.
+    pub fn protect(mut self, paths: DaemonPaths<'_>) -> Result<AdmissionPolicy, String> {
+        let state = resolve(paths.state_dir);
+        for d in &self.image_dirs {
+            let how = if d == &state {
+                "is"
+            } else if state.starts_with(d) {
+                "contains"
+            } else if d.starts_with(&state) {
+                "is inside"
+            } else {
+                continue;
+            };
+            return Err(format!(
+                "policy.image_dirs: {} {how} the state dir {}: images there would expose every actor's snapshots; keep the image dirs and the state dir apart",
+                d.display(),
+                state.display()
+            ));
+        }
+        self.daemon_paths = vec![
+            DaemonPath {
+                rule: "state_dir",
+                what: "the daemon's state dir",
+                path: state,
+            },
+            DaemonPath {
+                rule: "socket",
+                what: "the daemon's API socket",
+                path: resolve(paths.socket),
+            },
+        ];
+        if let Some(config) = paths.config {
+            self.daemon_paths.push(DaemonPath {
+                rule: "config",
+                what: "the daemon's config file",
+                path: resolve(config),
+            });
+        }
+        Ok(self)
     }
 
     /// Checks that one more actor fits on a node that holds `actors`.
@@ -137,13 +212,35 @@ impl AdmissionPolicy {
     }
 
     /// Checks that an image reference points into the allowed directories
-    /// (symlinks resolved). `field` names it in the message.
+    /// and neither inside nor around the daemon's own files (symlinks
+    /// resolved). `field` names it in the message.
     pub fn check_image(&self, field: &str, reference: &str) -> Result<(), PolicyViolation> {
         let Ok(image) = ImageRef::parse(reference) else {
             // Validation refuses it with a better message.
             return Ok(());
         };
         let path = resolve(Path::new(image.path()));
+        // First: image_dirs cannot allow these.
+        for d in &self.daemon_paths {
+            let how = if path == d.path {
+                "is"
+            } else if path.starts_with(&d.path) {
+                "is inside"
+            } else if d.path.starts_with(&path) {
+                "contains"
+            } else {
+                continue;
+            };
+            return Err(PolicyViolation {
+                rule: d.rule,
+                message: format!(
+                    "{field}: {} {how} {} {}; no image may expose the daemon's own files, whatever image_dirs allows",
+                    path.display(),
+                    d.what,
+                    d.path.display()
+                ),
+            });
+        }
         if self.image_dirs.iter().any(|d| path.starts_with(d)) {
             return Ok(());
         }
@@ -199,23 +296,43 @@ impl AdmissionPolicy {
     }
 }
 
-/// The path with symlinks resolved where it exists (so a link cannot lead
-/// out of an allowed directory), else lexically cleaned.
+/// The path with symlinks resolved (so a link cannot lead out of an
+/// allowed directory, nor into the daemon's own files). Where it does not
+/// exist (yet), its longest existing ancestor is resolved and the rest
+/// appended, lexically cleaned. A relative path is taken from the current
+/// directory, as the daemon opens it.
 fn resolve(path: &Path) -> PathBuf {
     if let Ok(p) = std::fs::canonicalize(path) {
         return p;
     }
-    let mut out = PathBuf::from("/");
-    for c in path.components() {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let mut clean = PathBuf::from("/");
+    for c in absolute.components() {
         match c {
-            Component::Normal(n) => out.push(n),
+            Component::Normal(n) => clean.push(n),
             Component::ParentDir => {
-                out.pop();
+                clean.pop();
             }
             _ => {}
         }
     }
-    out
+    let mut existing = clean.clone();
+    let mut missing = Vec::new();
+    while let Some(name) = existing.file_name().map(|n| n.to_os_string()) {
+        existing.pop();
+        missing.push(name);
+        if let Ok(mut p) = std::fs::canonicalize(&existing) {
+            p.extend(missing.iter().rev());
+            return p;
+        }
+    }
+    clean
 }
 
 #[cfg(test)]
@@ -305,6 +422,164 @@ mod tests {
             let e = p.check(&req(&bad, serde_json::Value::Null)).unwrap_err();
             assert_eq!(e.rule, "image_dirs", "{bad}");
         }
+    }
+
+    /// A node laid out as in the defect report, the image dirs apart from
+    /// the state dir: `<root>/images` allowed, the state dir (with a
+    /// snapshot), the socket and the config elsewhere under `<root>`.
+    struct Node {
+        _tmp: tempfile::TempDir,
+        root: PathBuf,
+        policy: AdmissionPolicy,
+    }
+
+    fn node(image_dirs: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let snap = root.join("state/snapshots/a/s1");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("checkpoint.img"), "memory").unwrap();
+        std::fs::create_dir_all(root.join("images/busybox")).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::fs::create_dir_all(root.join("etc/atelet")).unwrap();
+        std::fs::write(root.join("etc/atelet/config.toml"), "").unwrap();
+        let dirs: Vec<String> = image_dirs
+            .iter()
+            .map(|d| format!("{:?}", root.join(d).display().to_string()))
+            .collect();
+        let policy = policy(&format!("image_dirs = [{}]", dirs.join(", ")))
+            .protect(DaemonPaths {
+                state_dir: &root.join("state"),
+                socket: &root.join("run/atelet.sock"),
+                config: Some(&root.join("etc/atelet/config.toml")),
+            })
+            .unwrap();
+        Node {
+            _tmp: tmp,
+            root,
+            policy,
+        }
+    }
+
+    impl Node {
+        fn rule(&self, reference: &str) -> Option<&'static str> {
+            let r = reference.replace("<root>", &self.root.display().to_string());
+            self.policy
+                .check(&req(&r, serde_json::Value::Null))
+                .err()
+                .map(|e| {
+                    assert!(e.message.contains("spec.containers[0].image"), "{e}");
+                    e.rule
+                })
+        }
+    }
+
+    #[test]
+    fn no_image_may_point_into_or_around_the_state_dir() {
+        let n = node(&["images"]);
+        let link = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(n.root.join(target), n.root.join("images").join(name))
+                .unwrap()
+        };
+        link("state", "sneaky");
+        link("state/snapshots", "snaps");
+        link("", "everything");
+        assert_eq!(n.rule("dir:<root>/images/busybox"), None);
+        for (bad, rule) in [
+            // Named directly: state_dir, not image_dirs, whatever those say.
+            ("dir:<root>/state", "state_dir"),
+            ("dir:<root>/state/snapshots/a/s1", "state_dir"),
+            ("oci:<root>/state/snapshots/a:latest", "state_dir"),
+            (
+                "oci-archive:<root>/state/snapshots/a/s1/checkpoint.img",
+                "state_dir",
+            ),
+            ("oci-archive:<root>/state/not-yet-there.tar", "state_dir"),
+            // Through symlinks inside an allowed dir.
+            ("dir:<root>/images/sneaky", "state_dir"),
+            ("dir:<root>/images/snaps/a", "state_dir"),
+            ("oci:<root>/images/sneaky/snapshots", "state_dir"),
+            // Around it: the rootfs would show it.
+            ("dir:<root>", "state_dir"),
+            ("dir:<root>/images/everything", "state_dir"),
+            ("dir:/", "state_dir"),
+        ] {
+            assert_eq!(n.rule(bad), Some(rule), "{bad}");
+        }
+        let e = n
+            .policy
+            .check_image("image", &format!("dir:{}/images/sneaky", n.root.display()))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "refused by node policy state_dir: image: {0}/state is the daemon's state dir {0}/state; no image may expose the daemon's own files, whatever image_dirs allows",
+                n.root.canonicalize().unwrap().display()
+            )
+        );
+    }
+
+    #[test]
+    fn no_image_may_expose_the_socket_or_the_config_file() {
+        // Image dirs around the socket's and the config's dirs are allowed,
+        // but not an image that is or contains one of those files.
+        let n = node(&["images", "run", "etc"]);
+        assert_eq!(n.rule("dir:<root>/run/rootfs"), None);
+        assert_eq!(n.rule("dir:<root>/etc/rootfs"), None);
+        for (bad, rule) in [
+            ("dir:<root>/run", "socket"),
+            ("oci-archive:<root>/run/atelet.sock", "socket"),
+            ("dir:<root>/etc", "config"),
+            ("dir:<root>/etc/atelet", "config"),
+            ("oci-archive:<root>/etc/atelet/config.toml", "config"),
+        ] {
+            assert_eq!(n.rule(bad), Some(rule), "{bad}");
+        }
+        std::os::unix::fs::symlink(
+            n.root.join("etc/atelet/config.toml"),
+            n.root.join("images/c.tar"),
+        )
+        .unwrap();
+        assert_eq!(n.rule("oci-archive:<root>/images/c.tar"), Some("config"));
+    }
+
+    #[test]
+    fn image_dirs_around_or_inside_the_state_dir_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("x/state")).unwrap();
+        std::os::unix::fs::symlink(root.join("x"), root.join("link")).unwrap();
+        let protect = |dir: &Path, state: &Path| {
+            policy(&format!("image_dirs = [{:?}]", dir.display().to_string())).protect(
+                DaemonPaths {
+                    state_dir: state,
+                    socket: Path::new("/run/atelet/atelet.sock"),
+                    config: None,
+                },
+            )
+        };
+        let x = root.join("x");
+        let state = root.join("x/state");
+        for (dir, state, how) in [
+            (x.clone(), state.clone(), "contains"),
+            (state.clone(), state.clone(), "is"),
+            (state.join("images"), state.clone(), "is inside"),
+            // Through a symlink, and for a state dir not created yet.
+            (root.join("link"), state.clone(), "contains"),
+            (x.clone(), root.join("link/new-state"), "contains"),
+        ] {
+            let err = protect(&dir, &state).unwrap_err();
+            let resolved = |p: &Path| resolve(p).display().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "policy.image_dirs: {} {how} the state dir {}",
+                    resolved(&dir),
+                    resolved(&state)
+                )),
+                "{err}"
+            );
+        }
+        protect(&root.join("images"), &state).unwrap();
     }
 
     #[test]

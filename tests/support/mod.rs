@@ -105,10 +105,15 @@ pub const COUNTER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; 
 
 /// A running daemon on a private socket and state dir.
 pub struct Daemon {
+    /// The test's own scratch directory, one of the image dirs of the
+    /// default policy; apart from the daemon's files, which no image may
+    /// expose.
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub state: PathBuf,
     pub client: Client,
+    /// Holds `dir`, the socket, the state dir, the config and the log.
+    home: PathBuf,
     child: Option<Child>,
     extra_args: Vec<String>,
     /// A program that runs atelet (`systemd-socket-activate -l …`), if any.
@@ -129,8 +134,9 @@ impl Daemon {
     }
 
     /// Starts a daemon whose config file holds `toml`. Unless `toml` has a
-    /// `[policy]` table, the policy lets the tests' images and every
-    /// capability in.
+    /// `[policy]` table, the policy lets every capability in; unless it
+    /// names `image_dirs`, images may come from the target dir (the tests'
+    /// rootfs and layouts) and from `dir`.
     pub fn start_with_config(toml: &str, args: &[&str]) -> Daemon {
         let mut d = Daemon::new(toml, args);
         d.spawn();
@@ -156,7 +162,9 @@ impl Daemon {
             .prefix("atelet-e2e-")
             .tempdir_in("/tmp")
             .unwrap();
-        let dir = tmp.path().to_path_buf();
+        let home = tmp.path().to_path_buf();
+        let dir = home.join("work");
+        std::fs::create_dir(&dir).unwrap();
         // `--state-dir X` among the flags replaces the private one.
         let mut extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let state = match extra.iter().position(|a| a == "--state-dir") {
@@ -165,24 +173,31 @@ impl Daemon {
                 extra.remove(i);
                 s
             }
-            _ => dir.join("state"),
+            _ => home.join("state"),
         };
+        let image_dirs = format!(
+            "image_dirs = [{:?}, {:?}]",
+            target_dir().display().to_string(),
+            dir.display().to_string()
+        );
         let mut config = toml.to_string();
         if !config.contains("[policy]") {
             config.push_str(&format!(
-                "\n[policy]\nallowed_capabilities = [\"ALL\"]\nimage_dirs = [{:?}, \"/tmp\"]\n",
-                target_dir().display().to_string()
+                "\n[policy]\nallowed_capabilities = [\"ALL\"]\n{image_dirs}\n"
             ));
+        } else if !config.contains("image_dirs") {
+            config = config.replacen("[policy]\n", &format!("[policy]\n{image_dirs}\n"), 1);
         }
-        let config_path = dir.join("config.toml");
+        let config_path = home.join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         extra.insert(0, config_path.display().to_string());
         extra.insert(0, "--config".to_string());
         Daemon {
-            socket: dir.join("atelet.sock"),
+            socket: home.join("atelet.sock"),
             state,
-            client: Client::new(dir.join("atelet.sock")),
+            client: Client::new(home.join("atelet.sock")),
             dir,
+            home,
             child: None,
             extra_args: extra,
             prefix: Vec::new(),
@@ -195,7 +210,7 @@ impl Daemon {
         let log = File::options()
             .create(true)
             .append(true)
-            .open(self.dir.join("daemon.log"))
+            .open(self.home.join("daemon.log"))
             .unwrap();
         let mut cmd = match self.prefix.split_first() {
             Some((program, args)) => {
@@ -294,7 +309,7 @@ impl Daemon {
 
     /// The daemon's own log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+        std::fs::read_to_string(self.home.join("daemon.log")).unwrap_or_default()
     }
 
     /// `kill -9` of the daemon (sandboxes keep running).
@@ -537,7 +552,7 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!(
                 "---- daemon log ({}) ----\n{}",
-                self.dir.display(),
+                self.home.display(),
                 self.log()
             );
         }

@@ -21,11 +21,17 @@
 //! | `.wh..wh.*` (other AUFS metadata) | ignored |
 //! | any other entry type | refused |
 //!
+//! A layer may stop right after its last entry's data, without the padding
+//! to the next block and the end-of-archive blocks, as Debian's umoci
+//! 0.4.7 writes them (see [`Tail`]); a layer that ends inside an entry's
+//! data, its padding or a header is refused as cut short.
+//!
 //! Modes (setuid bits included) and owners come from the headers (owners
 //! only when the daemon is root); regular files keep their mtime. Extended
 //! attributes are not applied. The caller unpacks into a private directory
 //! nobody else writes to, so checks and writes do not race.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -33,6 +39,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tar::EntryType;
@@ -100,9 +107,15 @@ impl std::ops::AddAssign for LayerStats {
 
 /// Applies one layer (an uncompressed tar stream) onto `root`, following
 /// the policy of this module. The stream is read up to the tar's end
-/// marker; the caller checks digests after.
+/// marker, or up to its end when it stops right after an entry's data or
+/// at a block boundary (see [`Tail`]); the caller checks digests after.
 pub fn apply_layer<R: Read>(root: &Path, layer: &mut R) -> Result<LayerStats, ExtractError> {
-    let mut archive = tar::Archive::new(layer);
+    let tail = Rc::new(Tail::default());
+    let mut archive = tar::Archive::new(TailReader {
+        inner: layer,
+        tail: tail.clone(),
+        zeros: 0,
+    });
     let mut applier = Applier {
         root,
         written: HashSet::new(),
@@ -110,11 +123,166 @@ pub fn apply_layer<R: Read>(root: &Path, layer: &mut R) -> Result<LayerStats, Ex
         chown: nix::unistd::geteuid().is_root(),
         buf: vec![0; 64 * 1024],
     };
+    // The last entry read whole, for the message of a layer cut short.
+    let mut last: Option<String> = None;
+    let read_err = |e: io::Error, last: &Option<String>, entry: Option<&str>| {
+        ExtractError::Read(match tail.cut.get() {
+            Some((at, cut)) => cut.error(at, last.as_deref(), entry),
+            None => e,
+        })
+    };
     for entry in archive.entries().map_err(ExtractError::Read)? {
-        let mut entry = entry.map_err(ExtractError::Read)?;
-        applier.apply(&mut entry)?;
+        let mut entry = entry.map_err(|e| read_err(e, &last, None))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        tail.data_begins();
+        let applied = applier.apply(&mut entry).and_then(|()| {
+            // What the applier did not read (a directory's or a
+            // whiteout's data, say), so that the stream stands at the
+            // end of this entry's data.
+            io::copy(&mut entry, &mut io::sink())
+                .map(drop)
+                .map_err(ExtractError::Read)
+        });
+        match applied {
+            Err(ExtractError::Read(e)) => return Err(read_err(e, &last, Some(&name))),
+            other => other?,
+        }
+        tail.data_ended();
+        last = Some(name);
     }
     Ok(applier.stats)
+}
+
+/// Where the tar stream stands, shared between [`TailReader`] and
+/// [`apply_layer`], which knows where an entry's data begins and ends.
+///
+/// Why: umoci 0.4.7 (Debian's) never closes its tar writer, so a layer it
+/// writes stops right after the last entry's data, without the zero
+/// padding to the next 512-byte block nor the two end-of-archive blocks
+/// (umoci issue #436). The layer's digests are computed over exactly those
+/// bytes and `umoci unpack` accepts it, so this daemon does too: an end of
+/// the stream exactly where the last entry's data ends is read as if the
+/// padding were there, and an end at a block boundary between entries as
+/// the end of the archive (the `tar` crate does that already). Any other
+/// end is a layer cut short and is refused, naming where it ends.
+#[derive(Debug)]
+struct Tail {
+    /// Bytes of the stream read so far, supplied zeros included.
+    pos: Cell<u64>,
+    /// Where the last entry read whole ends; `None` while an entry's data
+    /// is being read.
+    data_end: Cell<Option<u64>>,
+    /// Where the stream ended, and inside what, when it ended too early.
+    cut: Cell<Option<(u64, Cut)>>,
+}
+
+/// What a layer cut short ends inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Data,
+    Padding,
+    Header,
+}
+
+const BLOCK: u64 = 512;
+
+impl Default for Tail {
+    fn default() -> Tail {
+        Tail {
+            pos: Cell::new(0),
+            // The stream starts as if after an empty entry's data.
+            data_end: Cell::new(Some(0)),
+            cut: Cell::new(None),
+        }
+    }
+}
+
+impl Tail {
+    fn data_begins(&self) {
+        self.data_end.set(None);
+    }
+
+    fn data_ended(&self) {
+        self.data_end.set(Some(self.pos.get()));
+    }
+
+    /// At the end of the stream: how many zeros to supply (padding the
+    /// last entry's data to its block), or where it was cut.
+    fn at_end(&self) -> Result<u64, Cut> {
+        let pos = self.pos.get();
+        match self.data_end.get() {
+            None => Err(Cut::Data),
+            Some(_) if pos.is_multiple_of(BLOCK) => Ok(0),
+            Some(end) if pos == end => Ok(BLOCK - pos % BLOCK),
+            Some(end) if pos < end.div_ceil(BLOCK) * BLOCK => Err(Cut::Padding),
+            Some(_) => Err(Cut::Header),
+        }
+    }
+}
+
+impl Cut {
+    /// The error of a stream cut at `at`; `last` is the last entry read
+    /// whole, `entry` the one whose data was being read.
+    fn error(self, at: u64, last: Option<&str>, entry: Option<&str>) -> io::Error {
+        let inside = match (self, last, entry) {
+            (Cut::Data, _, Some(e)) => format!("the data of {e:?}"),
+            (Cut::Data, _, None) => "an entry's data".to_string(),
+            (Cut::Padding, Some(l), _) => format!("the padding after {l:?}"),
+            (Cut::Padding, None, _) => "the padding after an entry".to_string(),
+            (Cut::Header, Some(l), _) => format!("the header after {l:?}"),
+            (Cut::Header, None, _) => "the first header".to_string(),
+        };
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the layer ends at byte {at}, inside {inside}: it is cut short"),
+        )
+    }
+}
+
+/// The layer stream under the tar reader: counts what it reads and, at
+/// the end of the stream, supplies the padding or names the cut, as
+/// [`Tail`] decides. The supplied zeros never reach the layer's hashes,
+/// which are computed below this reader.
+struct TailReader<R> {
+    inner: R,
+    tail: Rc<Tail>,
+    /// Zeros still to supply.
+    zeros: u64,
+}
+
+impl<R: Read> Read for TailReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = if self.zeros > 0 {
+            let n = buf
+                .len()
+                .min(usize::try_from(self.zeros).unwrap_or(usize::MAX));
+            buf[..n].fill(0);
+            self.zeros -= n as u64;
+            n
+        } else {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                match self.tail.at_end() {
+                    Ok(0) => return Ok(0),
+                    Ok(zeros) => {
+                        self.zeros = zeros;
+                        return self.read(buf);
+                    }
+                    Err(cut) => {
+                        let at = self.tail.pos.get();
+                        self.tail.cut.set(Some((at, cut)));
+                        return Err(cut.error(at, None, None));
+                    }
+                }
+            }
+            n
+        };
+        self.tail.pos.set(self.tail.pos.get() + n as u64);
+        Ok(n)
+    }
 }
 
 /// Why a name could not be resolved inside the root.
@@ -712,7 +880,10 @@ mod tests {
         }
 
         fn apply(&self, tar: Tar) -> Result<LayerStats, ExtractError> {
-            let bytes = tar.bytes();
+            self.apply_bytes(&tar.bytes())
+        }
+
+        fn apply_bytes(&self, bytes: &[u8]) -> Result<LayerStats, ExtractError> {
             apply_layer(&self.root, &mut &bytes[..])
         }
 
@@ -1030,5 +1201,112 @@ mod tests {
         // The root entry does not change the target dir.
         assert_eq!(fs::metadata(&s.root).unwrap().mode() & 0o7777, 0o755);
         s.assert_outside_untouched();
+    }
+
+    /// `n` bytes that tell their offset apart.
+    fn content(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+    }
+
+    /// A whole tar whose entries' sizes are not multiples of 512 (the last
+    /// is `dir/last`, 1000 bytes), and where that last entry's data ends.
+    fn odd_tar() -> (Vec<u8>, usize) {
+        let tar = Tar::new()
+            .raw(b"first", EntryType::Regular, b"", &content(700, 1), 0o644)
+            .dir("dir")
+            .raw(
+                b"dir/middle",
+                EntryType::Regular,
+                b"",
+                &content(5, 2),
+                0o644,
+            )
+            .raw(
+                b"dir/last",
+                EntryType::Regular,
+                b"",
+                &content(1000, 3),
+                0o644,
+            )
+            .bytes();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let last = archive.entries().unwrap().last().unwrap().unwrap();
+        let end = (last.raw_file_position() + last.size()) as usize;
+        assert_eq!(end % 512, 1000 % 512);
+        (tar, end)
+    }
+
+    fn round_up(n: usize) -> usize {
+        n.div_ceil(512) * 512
+    }
+
+    #[test]
+    fn a_layer_may_end_right_after_its_last_entrys_data() {
+        // What umoci 0.4.7 writes: it never closes its tar writer, so the
+        // last entry's padding and the end-of-archive blocks are missing.
+        let (tar, end) = odd_tar();
+        for (cut, what) in [
+            (end, "no padding, no end blocks"),
+            (round_up(end), "padding, no end blocks"),
+            (round_up(end) + 512, "one end block"),
+            (tar.len(), "the whole tar"),
+        ] {
+            let s = Scene::new();
+            let stats = s
+                .apply_bytes(&tar[..cut])
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!((stats.files, stats.dirs), (3, 1), "{what}");
+            assert_eq!(fs::read(s.root.join("first")).unwrap(), content(700, 1));
+            assert_eq!(fs::read(s.root.join("dir/middle")).unwrap(), content(5, 2));
+            assert_eq!(fs::read(s.root.join("dir/last")).unwrap(), content(1000, 3));
+            s.assert_outside_untouched();
+        }
+    }
+
+    fn truncated(r: Result<LayerStats, ExtractError>, want: &str) {
+        match r {
+            Err(e @ ExtractError::Read(_)) => {
+                let msg = e.to_string();
+                assert!(msg.contains(want), "{msg:?} does not say {want:?}")
+            }
+            other => panic!("expected a truncated layer ({want}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_layer_cut_inside_an_entrys_data_is_refused() {
+        let (tar, end) = odd_tar();
+        let start = end - 1000;
+        // Inside the last block of data, at a block boundary inside the
+        // data, and right after the header (no data at all).
+        for cut in [end - 1, start + 512, start] {
+            let s = Scene::new();
+            truncated(
+                s.apply_bytes(&tar[..cut]),
+                &format!("the layer ends at byte {cut}, inside the data of \"dir/last\""),
+            );
+            s.assert_outside_untouched();
+        }
+    }
+
+    #[test]
+    fn a_layer_cut_inside_a_header_or_padding_is_refused() {
+        let (tar, end) = odd_tar();
+        let last_header = end - 1000 - 512;
+        for (cut, inside) in [
+            (last_header + 100, "the header after \"dir/middle\""),
+            (last_header + 511, "the header after \"dir/middle\""),
+            (100, "the first header"),
+            // `first` is 700 bytes: its data ends at 1212, its padding at 1536.
+            (1300, "the padding after \"first\""),
+            (end + 1, "the padding after \"dir/last\""),
+        ] {
+            let s = Scene::new();
+            truncated(
+                s.apply_bytes(&tar[..cut]),
+                &format!("the layer ends at byte {cut}, inside {inside}"),
+            );
+            s.assert_outside_untouched();
+        }
     }
 }

@@ -732,6 +732,88 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_layer_without_its_padding_and_end_blocks_unpacks_and_is_still_checked() {
+        // What umoci 0.4.7 writes: the tar stops right after the last
+        // entry's data (1000 bytes: not a multiple of 512).
+        let data = "x".repeat(1000);
+        let full = tar_of(&[("etc/passwd", "root:x:0:0::/:/bin/sh\n"), ("data", &data)]);
+        let end = full.len() - 1024 - (512 - 1000 % 512);
+        let unclosed = |kind: &str, tar: &[u8]| TestLayer {
+            blob: match kind {
+                "gzip" => gzip(&[tar]),
+                _ => tar.to_vec(),
+            },
+            media_type: match kind {
+                "gzip" => "application/vnd.oci.image.layer.v1.tar+gzip",
+                _ => "application/vnd.oci.image.layer.v1.tar",
+            },
+            tar: tar.to_vec(),
+        };
+        let f = fixture();
+        for kind in ["gzip", "none"] {
+            let layout = f.tmp.path().join(kind);
+            write_image(
+                &layout,
+                "latest",
+                &[unclosed(kind, &full[..end])],
+                json!({}),
+            );
+            let img = f
+                .store
+                .resolve(&format!("oci:{}", layout.display()))
+                .await
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(
+                std::fs::read_to_string(img.rootfs.join("data")).unwrap(),
+                data
+            );
+        }
+        // The diff_id is checked against the bytes as they are, without the
+        // zeros the reader supplied: the whole tar's diff_id does not match.
+        let mut wrong = unclosed("none", &full[..end]);
+        wrong.tar = full.clone();
+        let layout = f.tmp.path().join("wrong");
+        write_image(&layout, "latest", &[wrong], json!({}));
+        let err = f
+            .store
+            .resolve(&format!("oci:{}", layout.display()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ImageError::Oci { .. }), "{err}");
+        assert!(err.to_string().contains("diff_id"), "{err}");
+        // Cut inside the data, digests and all: refused (400), naming where.
+        let layout = f.tmp.path().join("cut");
+        write_image(
+            &layout,
+            "latest",
+            &[unclosed("none", &full[..end - 1])],
+            json!({}),
+        );
+        let err = f
+            .store
+            .resolve(&format!("oci:{}", layout.display()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::Extract {
+                    source: ExtractError::Read(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let want = format!(
+            "layer 0: reading the layer: the layer ends at byte {}, inside the data of \"data\"",
+            end - 1
+        );
+        assert!(err.to_string().contains(&want), "{err}");
+        assert_eq!(f.store.list().unwrap().len(), 2, "only the two good images");
+        assert_eq!(f.tmp_entries(), 0);
+    }
+
+    #[tokio::test]
     async fn bad_references_name_the_problem() {
         let f = fixture();
         let layout = f.layout();
