@@ -81,11 +81,17 @@ impl RawResponse {
     }
 }
 
+/// Sees every answer a [`Client`] reads whole: the method, the path and
+/// query asked, and the response. The end-to-end tests check each one
+/// against the API description (`docs/openapi.yaml`).
+pub type Observer = std::sync::Arc<dyn Fn(&Method, &str, &RawResponse) + Send + Sync>;
+
 /// A client bound to one socket.
 #[derive(Clone)]
 pub struct Client {
     socket: PathBuf,
     http: HttpClient<UnixConnector, Full<Bytes>>,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for Client {
@@ -102,7 +108,14 @@ impl Client {
         Client {
             socket: socket.into(),
             http: HttpClient::builder(TokioExecutor::new()).build(UnixConnector),
+            observer: None,
         }
+    }
+
+    /// The same client, showing every answer it reads whole to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Client {
+        self.observer = Some(observer);
+        self
     }
 
     /// The socket path.
@@ -171,7 +184,7 @@ impl Client {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<RawResponse, ClientError> {
-        let resp = self.send(method, path_and_query, body).await?;
+        let resp = self.send(method.clone(), path_and_query, body).await?;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -179,11 +192,15 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let body = read_body(resp.into_body()).await?;
-        Ok(RawResponse {
+        let resp = RawResponse {
             status,
             content_type,
             body,
-        })
+        };
+        if let Some(observe) = &self.observer {
+            observe(&method, path_and_query, &resp);
+        }
+        Ok(resp)
     }
 
     /// Sends a request; a non-2xx answer becomes [`ClientError::Api`].

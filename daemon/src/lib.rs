@@ -15,6 +15,8 @@ pub mod handlers;
 pub mod images;
 pub mod locks;
 pub mod metrics;
+#[cfg(test)]
+mod openapi_tests;
 pub mod policy;
 pub mod reaper;
 pub mod router;

@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use atectl::Client;
+
+pub mod openapi;
 use atelet_api::{Actor, ActorStatus, CreateActorRequest};
 use serde_json::json;
 
@@ -195,7 +197,7 @@ impl Daemon {
         Daemon {
             socket: home.join("atelet.sock"),
             state,
-            client: Client::new(home.join("atelet.sock")),
+            client: Client::new(home.join("atelet.sock")).with_observer(openapi::observer()),
             dir,
             home,
             child: None,
@@ -335,7 +337,7 @@ impl Daemon {
     /// client (the old one's pooled connections went with the old daemon).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the daemon first");
-        self.client = Client::new(&self.socket);
+        self.client = Client::new(&self.socket).with_observer(openapi::observer());
         self.spawn();
     }
 
