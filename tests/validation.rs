@@ -172,6 +172,52 @@ async fn invalid_requests_are_refused_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn commands_runsc_cannot_start_are_refused_at_create() {
+    let d = Daemon::start();
+    // An empty argv[0]: runsc would look for "" and fail the start (500).
+    let mut body = actor_request("e1", "true");
+    body["spec"]["containers"][0]["command"] = json!([""]);
+    bad_create(
+        &d,
+        body,
+        400,
+        "spec.containers[0].command[0]: must not be empty",
+    )
+    .await;
+    // A bare name with a PATH that names no directory.
+    let mut body = actor_request("e2", "true");
+    body["spec"]["containers"][0]["command"] = json!(["sh", "-c", "true"]);
+    body["spec"]["containers"][0]["env"] = json!([{"name": "PATH", "value": ""}]);
+    bad_create(
+        &d,
+        body,
+        400,
+        "spec.containers[0].command[0]: \"sh\" is a bare program name but PATH (set by spec.containers[0].env[0])",
+    )
+    .await;
+    // No command, and a dir: image has none to fall back on.
+    let mut body = actor_request("e3", "true");
+    body["spec"]["containers"][0]["command"] = json!([]);
+    bad_create(
+        &d,
+        body,
+        400,
+        "spec.containers[0].command: required: the image defines no command",
+    )
+    .await;
+    // A bare name found in the default PATH, and a relative path, run.
+    let mut body = actor_request("ok1", "true");
+    body["spec"]["containers"][0]["command"] = json!(["sleep", "100000"]);
+    let a = d.create(&body).await;
+    assert_eq!(a.status, ActorStatus::Running);
+    let mut body = actor_request("ok2", "true");
+    body["spec"]["containers"][0]["command"] = json!(["bin/sleep", "100000"]);
+    body["spec"]["containers"][0]["env"] = json!([{"name": "PATH", "value": ""}]);
+    let a = d.create(&body).await;
+    assert_eq!(a.status, ActorStatus::Running, "{}", a.status_message);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn oversized_bodies_get_413() {
     let d = Daemon::start();
     let mut body = actor_request("big", "true");

@@ -14,4 +14,4 @@ pub mod validate;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use image_ref::ImageRef;
 pub use types::*;
-pub use validate::{validate_actor_id, validate_create, ValidationError};
+pub use validate::{validate_actor_id, validate_create, validate_program, ValidationError};
