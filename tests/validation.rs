@@ -218,6 +218,60 @@ async fn commands_runsc_cannot_start_are_refused_at_create() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn structs_are_objects_never_arrays() {
+    let d = Daemon::start();
+    let good = actor_request("arr", "sleep 100000");
+    let c = &good["spec"]["containers"][0];
+    // serde's sequence form of each struct, the fields in declaration
+    // order: it names no fields, so it must not slip past the
+    // unknown-field rule. The whole request first (it created an actor).
+    let whole = json!([good["id"], good["template"], good["spec"], false]);
+    bad_create(&d, whole, 400, "expected a JSON object").await;
+    let mut body = good.clone();
+    body["template"] = json!(["default", "test"]);
+    bad_create(&d, body, 400, "expected a JSON object (struct TemplateRef)").await;
+    let mut body = good.clone();
+    body["spec"] = json!([[c]]);
+    bad_create(&d, body, 400, "expected a JSON object (struct ActorSpec)").await;
+    let mut body = good.clone();
+    body["spec"]["containers"] = json!([[c["name"], c["image"], c["command"]]]);
+    bad_create(&d, body, 400, "expected a JSON object (struct Container)").await;
+    let mut body = good.clone();
+    body["spec"]["containers"][0]["env"] = json!([["A", "b"]]);
+    bad_create(&d, body, 400, "expected a JSON object (struct EnvVar)").await;
+    let mut body = good.clone();
+    body["spec"]["containers"][0]["securityContext"] = json!([null, 1000]);
+    bad_create(
+        &d,
+        body,
+        400,
+        "expected a JSON object (struct SecurityContext)",
+    )
+    .await;
+    let mut body = good.clone();
+    body["spec"]["containers"][0]["securityContext"] = json!({"capabilities": [["SETUID"]]});
+    bad_create(
+        &d,
+        body,
+        400,
+        "expected a JSON object (struct Capabilities)",
+    )
+    .await;
+    let mut body = good.clone();
+    body["spec"]["volumes"] = json!([{"name": "data", "durableDir": {}}]);
+    body["spec"]["containers"][0]["volumeMounts"] = json!([["data", "/data"]]);
+    bad_create(&d, body, 400, "expected a JSON object (struct VolumeMount)").await;
+    let mut body = good.clone();
+    body["spec"]["volumes"] = json!([["data", {}]]);
+    bad_create(&d, body, 400, "expected a JSON object (struct Volume)").await;
+    let mut body = good.clone();
+    body["spec"]["volumes"] = json!([{"name": "data", "durableDir": []}]);
+    bad_create(&d, body, 400, "expected a JSON object (struct DurableDir)").await;
+    // The object form is served as before.
+    d.create(&good).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn oversized_bodies_get_413() {
     let d = Daemon::start();
     let mut body = actor_request("big", "true");

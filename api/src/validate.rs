@@ -352,7 +352,8 @@ mod tests {
     }
 
     fn check(v: serde_json::Value) -> std::result::Result<(), String> {
-        let req: CreateActorRequest = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+        let req: CreateActorRequest = crate::from_json_slice(&bytes).map_err(|e| e.to_string())?;
         validate_create(&req).map_err(|e| e.to_string())
     }
 

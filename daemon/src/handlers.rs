@@ -157,7 +157,7 @@ async fn dispatch<R: Runtime>(
         Route::Healthz => Ok(json(StatusCode::OK, &svc.health()?)),
         Route::CreateActor => {
             let body = read_body(req, body_timeout).await?;
-            let create: CreateActorRequest = serde_json::from_slice(&body).map_err(|e| {
+            let create: CreateActorRequest = atelet_api::from_json_slice(&body).map_err(|e| {
                 ApiError::new(
                     ErrorCode::InvalidArgument,
                     format!("invalid request body: {e}"),
