@@ -272,6 +272,66 @@ async fn structs_are_objects_never_arrays() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn path_ids_are_percent_decoded_then_validated() {
+    let d = Daemon::start();
+    d.create(&actor_request("quiet", "sleep 100000")).await;
+    // An escaped id is the id it spells.
+    let resp = d
+        .client
+        .raw(Method::GET, "/v1/actors/%71uie%74", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let actor: atelet_api::Actor = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(actor.id, "quiet");
+    // Decoded, then refused naming the decoded id.
+    expect_error(&d, Method::GET, "/v1/actors/%C3%BC", None, 400, "id: \"ü\"").await;
+    // An escaped slash is part of the id, not a separator.
+    expect_error(
+        &d,
+        Method::GET,
+        "/v1/actors/a%2Fb",
+        None,
+        400,
+        "id: \"a/b\"",
+    )
+    .await;
+    expect_error(
+        &d,
+        Method::GET,
+        "/v1/actors/quiet%2Flogs",
+        None,
+        400,
+        "id: \"quiet/logs\"",
+    )
+    .await;
+    expect_error(
+        &d,
+        Method::POST,
+        "/v1/actors/quiet%2Fstop",
+        None,
+        404,
+        "no route",
+    )
+    .await;
+    // Bytes that are not UTF-8, and broken escapes.
+    expect_error(&d, Method::GET, "/v1/actors/%FF", None, 400, "not UTF-8").await;
+    expect_error(
+        &d,
+        Method::GET,
+        "/v1/actors/a%2",
+        None,
+        400,
+        "two hex digits",
+    )
+    .await;
+    assert_eq!(
+        d.client.get("quiet").await.unwrap().status,
+        ActorStatus::Running
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn oversized_bodies_get_413() {
     let d = Daemon::start();
     let mut body = actor_request("big", "true");
