@@ -1,5 +1,9 @@
 //! Bad input gets a clear error of DESIGN §3 and changes nothing.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
 use atelet_api::{ActorStatus, ErrorBody};
 use atelet_e2e::{actor_request, Daemon};
 use hyper::Method;
@@ -329,6 +333,170 @@ async fn path_ids_are_percent_decoded_then_validated() {
         d.client.get("quiet").await.unwrap().status,
         ActorStatus::Running
     );
+}
+
+/// One HTTP/1.1 response read off a socket.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the JSON error of DESIGN §3 with `status`, and that the
+    /// daemon closes the connection after it.
+    fn assert_json_error(&self, status: u16, needle: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        assert_eq!(self.header("connection"), Some("close"), "{self:?}");
+        let err: ErrorBody = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not an error body ({e}): {self:?}"));
+        assert_eq!(err.error.code.http_status(), status);
+        assert!(
+            err.error.message.contains(needle),
+            "{:?}",
+            err.error.message
+        );
+    }
+}
+
+/// Splits what the daemon sent into responses (Content-Length or chunked
+/// bodies); `None` while the last one is incomplete.
+fn parse_replies(mut buf: &[u8]) -> Option<Vec<Reply>> {
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let end = find(buf, b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf = &buf[end + 4..];
+        let mut lines = head.split("\r\n");
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut reply = Reply {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if let Some(len) = reply.header("content-length") {
+            let len: usize = len.parse().ok()?;
+            reply.body = buf.get(..len)?.to_vec();
+            buf = &buf[len..];
+        } else if reply.header("transfer-encoding") == Some("chunked") {
+            loop {
+                let line_end = find(buf, b"\r\n")?;
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).ok()?, 16).ok()?;
+                buf = &buf[line_end + 2..];
+                reply.body.extend_from_slice(buf.get(..size)?);
+                if buf.get(size..size + 2)? != b"\r\n" {
+                    return None;
+                }
+                buf = &buf[size + 2..];
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        out.push(reply);
+    }
+    Some(out)
+}
+
+/// Sends each part of `parts` over one connection, each once the replies
+/// to the parts before have arrived (`wait_for[i]` replies after part i),
+/// then reads until the daemon closes; returns every reply.
+fn exchange(d: &Daemon, parts: &[(&[u8], usize)]) -> Vec<Reply> {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = Vec::new();
+    for (bytes, wait_for) in parts {
+        s.write_all(bytes).unwrap();
+        let mut chunk = [0u8; 4096];
+        while parse_replies(&buf).is_none_or(|r| r.len() < *wait_for) {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("reading: {e}; so far {:?}", String::from_utf8_lossy(&buf)),
+            }
+        }
+    }
+    // The daemon closes after an error; a reset after the bytes is fine.
+    let _ = s.read_to_end(&mut buf);
+    parse_replies(&buf)
+        .unwrap_or_else(|| panic!("incomplete replies: {:?}", String::from_utf8_lossy(&buf)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_http_gets_the_json_error_too() {
+    let d = Daemon::start();
+    d.create(&actor_request("quiet", "sleep 100000")).await;
+    let actors = d.client.list(None).await.unwrap();
+    let files = d.files();
+
+    // A garbage request line, a bad URI, a bad header, a bad version,
+    // HTTP/2's preface (hyper answers nothing to that one by itself).
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /v1/\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v1/healthz HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET /v1/healthz HTTP/7.5\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        let replies = exchange(&d, &[(raw, 1)]);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies[0].assert_json_error(400, "malformed HTTP request");
+    }
+    // Two Content-Lengths that disagree: refused before any handler runs.
+    let dup = b"POST /v1/actors HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\
+                Content-Length: 3\r\n\r\n{}";
+    let replies = exchange(&d, &[(dup, 1)]);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    replies[0].assert_json_error(400, "invalid content-length");
+
+    // After answers on a kept-alive connection, sent once they arrived: a
+    // whole JSON answer, a streamed (chunked) one, then the JSON 400.
+    let healthz = b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let list = b"GET /v1/actors HTTP/1.1\r\nHost: x\r\n\r\n";
+    let replies = exchange(&d, &[(healthz, 1), (list, 2), (b"GARBAGE\r\n\r\n", 3)]);
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert_eq!(replies[0].status, 200);
+    let _: atelet_api::Health = serde_json::from_slice(&replies[0].body).unwrap();
+    assert_eq!(replies[1].status, 200);
+    assert_eq!(replies[1].header("transfer-encoding"), Some("chunked"));
+    let listed: atelet_api::ActorList = serde_json::from_slice(&replies[1].body).unwrap();
+    assert_eq!(listed.actors.len(), 1);
+    replies[2].assert_json_error(400, "malformed HTTP request");
+    // The same, pipelined in one write.
+    let mut all = Vec::new();
+    for part in [&healthz[..], &list[..], b"GARBAGE\r\n\r\n"] {
+        all.extend_from_slice(part);
+    }
+    let replies = exchange(&d, &[(&all, 3)]);
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert_eq!(replies[0].status, 200);
+    assert_eq!(replies[1].status, 200);
+    replies[2].assert_json_error(400, "malformed HTTP request");
+
+    d.client.health().await.unwrap();
+    assert_eq!(d.client.list(None).await.unwrap(), actors);
+    assert_eq!(d.files(), files);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,15 +7,22 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::UnixListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::access::{process_groups, Access, AccessPolicy};
-
-use crate::handlers::handle;
+use crate::connection::{ConnState, TrackedBody, TrackedIo};
+use crate::error::malformed_request;
+use crate::handlers::{handle, raw_error_response};
 use crate::runsc::Runtime;
 use crate::service::ActorService;
 
@@ -40,10 +47,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// What hyper itself buffers and parses before it gives up with a bare
-    /// 431 and closes: four times our limits, so that a request only a
-    /// little over them still reaches the handler and gets the JSON error
-    /// of DESIGN §3, while an absurd one costs bounded memory.
+    /// What hyper itself buffers and parses before it gives up and fails
+    /// the connection (answered with a JSON 413 in place of hyper's bare
+    /// 431): four times our limits, so that a request only a little over
+    /// them still reaches the handler and gets the JSON error naming the
+    /// limit, while an absurd one costs bounded memory.
     fn hyper_backstop(&self) -> (usize, usize) {
         (
             self.max_header_bytes.saturating_mul(4).max(8192),
@@ -176,19 +184,73 @@ pub async fn serve<R: Runtime>(
         };
         let svc = svc.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(svc.clone(), peer, req));
-            let (buf_size, headers) = limits.hyper_backstop();
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(buf_size)
-                .max_headers(headers)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            serve_connection(stream, svc, peer, limits).await;
             drop(viewer_slot);
             drop(slot);
         });
+    }
+}
+
+/// A request's future, boxed so that the connection can be polled without
+/// hyper's shutdown (which needs it `Unpin`) and its IO taken back.
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+
+/// Serves one connection until it ends. When hyper fails it on a request
+/// head it could not parse, the JSON error of DESIGN §3 is written in
+/// place of hyper's bare answer (see [`crate::connection`]).
+async fn serve_connection<R: Runtime>(
+    stream: UnixStream,
+    svc: Arc<ActorService<R>>,
+    peer: Peer,
+    limits: Limits,
+) {
+    let state = ConnState::new();
+    let conn_state = state.clone();
+    let service = service_fn(move |req| -> ResponseFuture {
+        let guard = conn_state.begin_response();
+        let response = handle(svc.clone(), peer, req);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody::new(body, guard)))
+        })
+    });
+    let (buf_size, headers) = limits.hyper_backstop();
+    let mut conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(buf_size)
+        .max_headers(headers)
+        .serve_connection(TokioIo::new(TrackedIo::new(stream, state.clone())), service);
+    let result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await;
+    let io = conn.into_parts().io.into_inner();
+    let failed = match &result {
+        Err(e) if io.swallowed() || (e.is_parse() && state.is_idle()) => Some(e),
+        Err(e) => {
+            tracing::debug!(error = %e, "connection ended with an error");
+            None
+        }
+        Ok(()) if io.swallowed() => {
+            tracing::warn!("hyper wrote outside a response and ended the connection cleanly");
+            None
+        }
+        Ok(()) => None,
+    };
+    let mut stream = io.into_inner();
+    if let Some(e) = failed {
+        let answer = malformed_request(e);
+        tracing::debug!(error = %e, status = answer.code.http_status(), "request hyper could not parse");
+        let write = async {
+            stream.write_all(&raw_error_response(&answer)).await?;
+            stream.shutdown().await
+        };
+        // A client that does not read cannot hold the task.
+        match tokio::time::timeout(limits.header_read_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "writing the answer to a malformed request"),
+            Err(_) => tracing::debug!("the answer to a malformed request was not taken in time"),
+        }
+    } else {
+        let _ = stream.shutdown().await;
     }
 }
