@@ -12,17 +12,25 @@
 //! flushed, and its automatic answer is the only thing it ever writes on
 //! its own. So a write that comes while no response of ours is under way
 //! and the last one has been flushed ([`ConnState::is_idle`]) is hyper's.
+//!
+//! The same "idle" tells the server which connections it may close when
+//! every slot is taken and another client connects ([`Registry`]): one that
+//! waits for (or is slowly sending) a request head, as opposed to one with
+//! a request being answered or a stream being followed.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 use crate::handlers::ResponseBody;
 
@@ -36,14 +44,24 @@ pub struct ConnState {
     /// Everything written for the last response has been flushed to the
     /// socket since it ended (true for a fresh connection).
     settled: AtomicBool,
+    /// When it last became idle ([`now_ms`]), so that the longest idle is
+    /// closed first.
+    idle_since_ms: AtomicU64,
+    /// The server asks it to close if it is still idle.
+    evict: Notify,
+    /// An eviction is pending (so that the next one picks another).
+    evicting: AtomicBool,
 }
 
 impl ConnState {
-    /// A fresh connection: idle, nothing written yet.
+    /// A fresh connection: idle since now, nothing written yet.
     pub fn new() -> Arc<ConnState> {
         Arc::new(ConnState {
             responding: AtomicBool::new(false),
             settled: AtomicBool::new(true),
+            idle_since_ms: AtomicU64::new(now_ms()),
+            evict: Notify::new(),
+            evicting: AtomicBool::new(false),
         })
     }
 
@@ -61,10 +79,120 @@ impl ConnState {
         !self.responding.load(Ordering::SeqCst) && self.settled.load(Ordering::SeqCst)
     }
 
+    /// When it last became idle (meaningful while [`ConnState::is_idle`]).
+    pub fn idle_since_ms(&self) -> u64 {
+        self.idle_since_ms.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the server asks this connection to make room. The
+    /// connection then closes if it is still idle ([`ConnState::is_idle`]),
+    /// and otherwise calls [`ConnState::keep`] and goes on.
+    pub async fn eviction_requested(&self) {
+        self.evict.notified().await;
+    }
+
+    /// It was asked to make room but is busy after all: it may be asked again.
+    pub fn keep(&self) {
+        self.evicting.store(false, Ordering::SeqCst);
+    }
+
     fn flushed(&self) {
-        if !self.responding.load(Ordering::SeqCst) {
+        if !self.responding.load(Ordering::SeqCst) && !self.settled.load(Ordering::SeqCst) {
+            self.idle_since_ms.store(now_ms(), Ordering::SeqCst);
             self.settled.store(true, Ordering::SeqCst);
         }
+    }
+}
+
+/// Milliseconds on a monotonic clock shared by every connection.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// The connections being served, so that when every slot is taken the one
+/// idle longest can be asked to make room for a new one. Without this, a
+/// client that opens connections and sends nothing (or reconnects in a
+/// loop) holds every slot until the header timeout, and everyone else
+/// waits that long.
+#[derive(Debug, Default)]
+pub struct Registry {
+    conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    /// Tracks a new connection until the returned registration is dropped.
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = ConnState::new();
+        self.lock().insert(id, state.clone());
+        Registration {
+            registry: self.clone(),
+            id,
+            state,
+        }
+    }
+
+    /// Asks the connection idle longest, and not asked already, to close.
+    /// False when no connection is idle.
+    pub fn evict_oldest_idle(&self) -> bool {
+        let conns = self.lock();
+        let oldest = conns
+            .values()
+            .filter(|c| c.is_idle() && !c.evicting.load(Ordering::SeqCst))
+            .min_by_key(|c| c.idle_since_ms());
+        match oldest {
+            Some(c) => {
+                c.evicting.store(true, Ordering::SeqCst);
+                // Kept as a permit if its task is not waiting right now.
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Connections being served.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// No connection is being served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+        // The map stays consistent whatever a panicking holder did.
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connection's place in the [`Registry`]; dropping it removes it.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<Registry>,
+    id: u64,
+    state: Arc<ConnState>,
+}
+
+impl Registration {
+    /// The connection's progress.
+    pub fn state(&self) -> &Arc<ConnState> {
+        &self.state
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
     }
 }
 
@@ -244,6 +372,44 @@ mod tests {
         let mut got = Vec::new();
         b.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"head+tail");
+    }
+
+    #[tokio::test]
+    async fn eviction_asks_the_longest_idle_connection_and_never_a_busy_one() {
+        let registry = Registry::new();
+        let first = registry.register();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = registry.register();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let busy = registry.register();
+        let _guard = busy.state().begin_response();
+        assert_eq!(registry.len(), 3);
+
+        assert!(registry.evict_oldest_idle());
+        // The permit waits for the task: the first is asked, at once.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            first.state().eviction_requested(),
+        )
+        .await
+        .unwrap();
+        // Asked once is enough; the next is the second.
+        assert!(registry.evict_oldest_idle());
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            second.state().eviction_requested(),
+        )
+        .await
+        .unwrap();
+        // Only the busy one is left: nothing to ask.
+        assert!(!registry.evict_oldest_idle());
+        // One that turned busy declines and may be asked again once idle.
+        first.state().keep();
+        assert!(registry.evict_oldest_idle());
+        drop(first);
+        drop(second);
+        assert_eq!(registry.len(), 1);
+        assert!(!registry.evict_oldest_idle());
     }
 
     #[test]

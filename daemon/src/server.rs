@@ -20,16 +20,24 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::access::{process_groups, Access, AccessPolicy};
-use crate::connection::{ConnState, TrackedBody, TrackedIo};
+use crate::connection::{ConnState, Registry, TrackedBody, TrackedIo};
 use crate::error::malformed_request;
 use crate::handlers::{handle, raw_error_response};
 use crate::runsc::Runtime;
 use crate::service::ActorService;
 
+/// How often the accept loop looks again for an idle connection to close
+/// while a new one waits for a slot and none was idle.
+const EVICTION_RETRY: Duration = Duration::from_millis(50);
+
 /// Limits that keep one client from holding the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once. When all are taken and another client
+    /// connects, the connection idle longest (no request being answered,
+    /// no stream being followed: waiting for or slowly sending a request
+    /// head) is closed to make room; while none is idle, new ones wait in
+    /// the listen backlog.
     pub max_connections: usize,
     /// Time to send a request's headers; a slower client is cut off.
     pub header_read_timeout: Duration,
@@ -128,15 +136,8 @@ pub async fn serve<R: Runtime>(
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let viewer_slots = Arc::new(Semaphore::new(limits.max_viewer_connections));
+    let registry = Registry::new();
     loop {
-        // At the connection cap, stop accepting until one ends.
-        let slot = tokio::select! {
-            _ = &mut shutdown => return,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(s) => s,
-                Err(_) => return,
-            },
-        };
         let stream = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
@@ -146,6 +147,29 @@ pub async fn serve<R: Runtime>(
                     // Out of file descriptors and the like: do not spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
+                }
+            },
+        };
+        // A slot for it: a free one, else the one an idle connection gives
+        // up when asked to make room. While every connection is busy it
+        // waits, and those behind it wait in the listen backlog.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(s) => s,
+            Err(_) => loop {
+                if registry.evict_oldest_idle() {
+                    tracing::debug!(
+                        connections = registry.len(),
+                        "every slot is taken: closing the longest idle connection"
+                    );
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(s) => break s,
+                        Err(_) => return,
+                    },
+                    // None was idle, or the one asked turned busy: look again.
+                    _ = tokio::time::sleep(EVICTION_RETRY) => {}
                 }
             },
         };
@@ -183,8 +207,10 @@ pub async fn serve<R: Runtime>(
             _ => None,
         };
         let svc = svc.clone();
+        let registration = registry.register();
         tokio::spawn(async move {
-            serve_connection(stream, svc, peer, limits).await;
+            serve_connection(stream, svc, peer, limits, registration.state().clone()).await;
+            drop(registration);
             drop(viewer_slot);
             drop(slot);
         });
@@ -196,16 +222,17 @@ pub async fn serve<R: Runtime>(
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
 
-/// Serves one connection until it ends. When hyper fails it on a request
-/// head it could not parse, the JSON error of DESIGN §3 is written in
-/// place of hyper's bare answer (see [`crate::connection`]).
+/// Serves one connection until it ends, or until the server asks it to
+/// make room while it is idle. When hyper fails it on a request head it
+/// could not parse, the JSON error of DESIGN §3 is written in place of
+/// hyper's bare answer (see [`crate::connection`]).
 async fn serve_connection<R: Runtime>(
     stream: UnixStream,
     svc: Arc<ActorService<R>>,
     peer: Peer,
     limits: Limits,
+    state: Arc<ConnState>,
 ) {
-    let state = ConnState::new();
     let conn_state = state.clone();
     let service = service_fn(move |req| -> ResponseFuture {
         let guard = conn_state.begin_response();
@@ -222,7 +249,19 @@ async fn serve_connection<R: Runtime>(
         .max_buf_size(buf_size)
         .max_headers(headers)
         .serve_connection(TokioIo::new(TrackedIo::new(stream, state.clone())), service);
-    let result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await;
+    let result = loop {
+        tokio::select! {
+            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
+            () = state.eviction_requested() => {
+                if state.is_idle() {
+                    // Nothing of ours is under way: closing loses no answer.
+                    tracing::debug!("closing an idle connection to make room");
+                    return;
+                }
+                state.keep();
+            }
+        }
+    };
     let io = conn.into_parts().io.into_inner();
     let failed = match &result {
         Err(e) if io.swallowed() || (e.is_parse() && state.is_idle()) => Some(e),
