@@ -1,15 +1,14 @@
 //! The Unix socket server: binds (or receives) the socket and serves
 //! HTTP/1.1 on it with hyper, one task per connection.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
