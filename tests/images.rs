@@ -421,3 +421,57 @@ async fn a_layer_umoci_left_unterminated_runs() {
     let images = d.client.images().await.unwrap();
     assert_eq!(images[0].layers, 2, "{images:?}");
 }
+
+/// An image whose Env empties PATH and whose command is a bare name: runsc
+/// could not find the program, so create refuses the actor (400, naming
+/// the command) before any record or bundle is written, instead of a 500
+/// at start. An absolute command in the spec still runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_runsc_cannot_find_in_the_image_is_refused_at_create() {
+    let l = work_dir().join("busybox-nopath");
+    run(Command::new("cp").arg("-a").arg(busybox_layout()).arg(&l));
+    let image = format!("{}:latest", l.display());
+    umoci(&[
+        "config",
+        "--image",
+        &image,
+        "--config.env",
+        "PATH=",
+        "--config.cmd",
+        "sleep",
+        "--config.cmd",
+        "100000",
+    ]);
+    let reference = format!("oci:{image}");
+    let d = Daemon::start();
+    let mut with_command = image_actor("nopath", &reference);
+    with_command["spec"]["containers"][0]["command"] = json!(["sh", "-c", "sleep 100000"]);
+    for (body, want) in [
+        (
+            image_actor("nopath", &reference),
+            "spec.containers[0].command: not given, and the image's command",
+        ),
+        (
+            with_command,
+            "spec.containers[0].command[0]: \"sh\" is a bare program name but PATH (set by the image's Env)",
+        ),
+    ] {
+        let err = d
+            .client
+            .create_raw(serde_json::to_vec(&body).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+        assert!(err.to_string().contains(want), "{err}");
+        assert!(d.client.list(None).await.unwrap().is_empty());
+        assert!(
+            !d.files().keys().any(|k| k.contains("nopath")),
+            "{:?}",
+            d.files()
+        );
+    }
+    let mut body = image_actor("nopath", &reference);
+    body["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", "echo ran; sleep 100000"]);
+    d.create(&body).await;
+    d.wait_log("nopath", WAIT, |l| l.contains("ran")).await;
+}

@@ -194,17 +194,34 @@ async fn oversized_and_too_many_headers_are_refused() {
     let reply = send(format!("GET /v1/healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n"));
     json_413(&reply, "151 headers, more than the limit of 100");
     // Far over (a buffer of four times the limit, 64 KiB), hyper refuses
-    // before parsing more, with its own bare 431: memory stays bounded.
+    // before parsing more, so memory stays bounded; its bare 431 is
+    // replaced by the same JSON 413.
     let huge = format!(
         "GET /v1/healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
         "a".repeat(200 * 1024)
     );
-    let reply = send(huge);
-    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    json_413(&send(huge), "far over the limits");
     let lots: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
     let reply = send(format!("GET /v1/healthz HTTP/1.1\r\nHost: x\r\n{lots}\r\n"));
-    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    json_413(&reply, "far over the limits");
     d.client.health().await.unwrap();
+}
+
+/// Opens a connection that follows the event stream: a response under
+/// way for as long as it stays open.
+fn follow_events(d: &Daemon) -> UnixStream {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    s
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,10 +230,10 @@ async fn connections_over_the_cap_wait_their_turn() {
         "[limits]\nmax_connections = 2\nheader_read_timeout_secs = 60\n",
         &[],
     );
-    let a = UnixStream::connect(&d.socket).unwrap();
-    let b = UnixStream::connect(&d.socket).unwrap();
-    // Make sure both are being served (accepted) before the third comes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both slots busy with a response under way (idle connections would
+    // make room: see idle_connections_make_room_for_requests).
+    let a = follow_events(&d);
+    let b = follow_events(&d);
     let client = d.client.clone();
     let third = tokio::spawn(async move { client.health().await });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -231,6 +248,70 @@ async fn connections_over_the_cap_wait_their_turn() {
         .unwrap();
     assert_eq!(h.unwrap().status, "ok");
     drop(b);
+}
+
+/// Idle connections (opened, nothing sent) cannot hold every slot until
+/// the header timeout: a request is served within 1 s while 300 idle
+/// connections are open, more than the 256 slots, and while a client keeps
+/// reopening the ones the daemon closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_make_room_for_requests() {
+    const IDLE: usize = 300;
+    let d = Daemon::start();
+    let mut idle: Vec<UnixStream> = (0..IDLE)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    // Let the daemon take up its slots with them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = tokio::time::timeout(Duration::from_secs(1), d.client.health()).await;
+    assert!(
+        served.is_ok(),
+        "a request was not served within 1 s while {IDLE} idle connections were open"
+    );
+    assert_eq!(served.unwrap().unwrap().status, "ok");
+
+    // A client that reopens whatever the daemon closes, in a loop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reopener = {
+        let stop = stop.clone();
+        let socket = d.socket.clone();
+        std::thread::spawn(move || {
+            for s in &idle {
+                s.set_nonblocking(true).unwrap();
+            }
+            let mut reopened = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for s in idle.iter_mut() {
+                    let mut buf = [0u8; 64];
+                    let closed = match s.read(&mut buf) {
+                        Ok(0) => true,
+                        Ok(_) => false,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    };
+                    if closed {
+                        *s = UnixStream::connect(&socket).unwrap();
+                        s.set_nonblocking(true).unwrap();
+                        reopened += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reopened
+        })
+    };
+    for _ in 0..5 {
+        let client = atelet_e2e::Client::new(&d.socket);
+        let served = tokio::time::timeout(Duration::from_secs(1), client.health()).await;
+        assert!(
+            served.is_ok(),
+            "a request was not served within 1 s while a client kept {IDLE} idle connections open"
+        );
+        served.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reopened = reopener.join().unwrap();
+    assert!(reopened > 0, "the daemon closed no idle connection");
 }
 
 async fn refused(d: &Daemon, body: serde_json::Value, rule: &str) {

@@ -8,10 +8,12 @@
 pub mod capabilities;
 pub mod error;
 pub mod image_ref;
+pub mod strict;
 pub mod types;
 pub mod validate;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use image_ref::ImageRef;
+pub use strict::from_json_slice;
 pub use types::*;
-pub use validate::{validate_actor_id, validate_create, ValidationError};
+pub use validate::{validate_actor_id, validate_create, validate_program, ValidationError};

@@ -115,6 +115,34 @@ fn no_nul(field: &str, value: &str) -> Result {
     }
 }
 
+/// Checks the program a container runs, `argv0` (the first word of its
+/// command), the way runsc will look for it, so that a command runsc cannot
+/// start is refused at create (400) rather than failing the start (500)
+/// after the actor was recorded. It must not be empty; a bare name (no `/`)
+/// is searched in PATH, so when `path` (the PATH value the process gets and
+/// what set it, if known here) holds no directory the name cannot be found.
+/// A name with a `/` is taken relative to the working directory, as by
+/// `execvp`, and needs no PATH.
+pub fn validate_program(field: &str, argv0: &str, path: Option<(&str, &str)>) -> Result {
+    if argv0.is_empty() {
+        return Err(ValidationError::new(
+            field,
+            "must not be empty: it names the program to run",
+        ));
+    }
+    if let Some((value, set_by)) = path {
+        if !argv0.contains('/') && value.split(':').all(str::is_empty) {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "{argv0:?} is a bare program name but PATH (set by {set_by}) names no directory to find it in: give an absolute path or a PATH"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a whole create request. Nothing is changed by validation; the
 /// daemon only acts on a request that passed.
 pub fn validate_create(req: &CreateActorRequest) -> Result {
@@ -198,6 +226,22 @@ fn validate_container(field: &str, c: &Container, volumes: &HashSet<&str>) -> Re
         }
         no_nul(&f, &env.name)?;
         no_nul(&format!("{field}.env[{j}].value"), &env.value)?;
+    }
+    if let Some(argv0) = c.command.first() {
+        // The spec's last PATH is the one the process gets; without one the
+        // image's or the default PATH applies, which the daemon checks.
+        let path = c
+            .env
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, e)| e.name == "PATH")
+            .map(|(j, e)| (e.value.as_str(), format!("{field}.env[{j}]")));
+        validate_program(
+            &format!("{field}.command[0]"),
+            argv0,
+            path.as_ref().map(|(v, by)| (*v, by.as_str())),
+        )?;
     }
     if let Some(wd) = &c.working_dir {
         absolute_clean_path(&format!("{field}.workingDir"), wd)?;
@@ -308,7 +352,8 @@ mod tests {
     }
 
     fn check(v: serde_json::Value) -> std::result::Result<(), String> {
-        let req: CreateActorRequest = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+        let req: CreateActorRequest = crate::from_json_slice(&bytes).map_err(|e| e.to_string())?;
         validate_create(&req).map_err(|e| e.to_string())
     }
 
@@ -502,6 +547,68 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.starts_with("spec.containers[0].command[1]"), "{err}");
+    }
+
+    #[test]
+    fn argv0_must_not_be_empty() {
+        for cmd in [json!([""]), json!(["", "-c", "true"])] {
+            let err = check(with(&["spec", "containers", "0", "command"], cmd)).unwrap_err();
+            assert!(
+                err.starts_with("spec.containers[0].command[0]: must not be empty"),
+                "{err}"
+            );
+        }
+        // An empty or absent command leaves it to the image (which the
+        // daemon checks at create, knowing the image).
+        check(with(&["spec", "containers", "0", "command"], json!([]))).unwrap();
+        let mut v = base();
+        v["spec"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("command");
+        check(v).unwrap();
+    }
+
+    #[test]
+    fn a_bare_program_name_needs_a_path_to_be_found_in() {
+        for (path, argv0, ok) in [
+            ("", "sh", false),
+            (":", "sh", false),
+            ("/bin", "sh", true),
+            ("::/bin", "sh", true),
+            ("", "/bin/sh", true),
+            ("", "./sh", true),
+            ("", "bin/sh", true),
+        ] {
+            let mut v = with(&["spec", "containers", "0", "command"], json!([argv0]));
+            v["spec"]["containers"][0]["env"] =
+                json!([{"name": "A", "value": ""}, {"name": "PATH", "value": path}]);
+            let res = check(v);
+            assert_eq!(res.is_ok(), ok, "PATH={path:?} {argv0}: {res:?}");
+            if let Err(e) = res {
+                assert!(e.starts_with("spec.containers[0].command[0]: "), "{e}");
+                assert!(e.contains("spec.containers[0].env[1]"), "{e}");
+            }
+        }
+        // The last PATH of the spec is the one the process gets.
+        let mut v = with(&["spec", "containers", "0", "command"], json!(["sh"]));
+        v["spec"]["containers"][0]["env"] =
+            json!([{"name": "PATH", "value": "/bin"}, {"name": "PATH", "value": ""}]);
+        assert!(check(v).is_err());
+        // Without a PATH in the spec, the image's or the default one is
+        // used: only the daemon knows which.
+        check(with(&["spec", "containers", "0", "command"], json!(["sh"]))).unwrap();
+    }
+
+    #[test]
+    fn validate_program_names_where_path_came_from() {
+        validate_program("f", "sh", None).unwrap();
+        validate_program("f", "sh", Some(("/bin", "the image"))).unwrap();
+        let e = validate_program("f", "sh", Some(("", "the image"))).unwrap_err();
+        assert_eq!(e.field, "f");
+        assert!(e.message.contains("the image"), "{e}");
+        let e = validate_program("f", "", None).unwrap_err();
+        assert!(e.message.contains("must not be empty"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use atelet_api::capabilities::{resolve_capabilities, CapabilityError};
 use atelet_api::validate::IDENTITY_MOUNT;
-use atelet_api::{Container, TemplateRef};
+use atelet_api::{validate_program, Container, TemplateRef, ValidationError};
 use oci_spec::runtime::{
     Capability as OciCapability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
     LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
@@ -124,36 +124,14 @@ pub fn build_spec(input: &BundleInput<'_>, identity_dir: &Path) -> Result<Spec, 
     let c = input.container;
     let sc = c.security_context.as_ref();
 
-    let args = if !c.command.is_empty() {
-        c.command.clone()
-    } else {
-        input.image.command.clone()
-    };
+    let args = process_args(c, input.image);
     if args.is_empty() {
         return Err(BundleError::Invalid(format!(
             "container {:?}: no command given and the image defines none",
             c.name
         )));
     }
-
-    // The image's Env, then the spec's; a spec variable replaces the
-    // image's of the same name in place (a duplicate would leave which one
-    // a program sees to its libc).
-    let mut env: Vec<String> = Vec::new();
-    let image_sets_path = input.image.env.iter().any(|e| e.starts_with("PATH="));
-    let spec_sets_path = c.env.iter().any(|e| e.name == "PATH");
-    if !image_sets_path && !spec_sets_path {
-        env.push(DEFAULT_PATH.to_string());
-    }
-    env.extend(input.image.env.iter().cloned());
-    for e in &c.env {
-        let entry = format!("{}={}", e.name, e.value);
-        let prefix = format!("{}=", e.name);
-        match env.iter_mut().find(|x| x.starts_with(&prefix)) {
-            Some(x) => *x = entry,
-            None => env.push(entry),
-        }
-    }
+    let env = process_env(c, input.image);
 
     let cwd = c
         .working_dir
@@ -265,6 +243,86 @@ pub fn build_spec(input: &BundleInput<'_>, identity_dir: &Path) -> Result<Spec, 
         .annotations(annotations)
         .build()?;
     Ok(spec)
+}
+
+/// The argv of the container's process: the spec's command, else the
+/// image's Entrypoint + Cmd.
+pub fn process_args(c: &Container, image: &ImageConfig) -> Vec<String> {
+    if c.command.is_empty() {
+        image.command.clone()
+    } else {
+        c.command.clone()
+    }
+}
+
+/// The environment of the container's process: the image's Env, then the
+/// spec's; a spec variable replaces the image's of the same name in place
+/// (a duplicate would leave which one a program sees to its libc). Without
+/// a PATH from either, [`DEFAULT_PATH`] comes first.
+pub fn process_env(c: &Container, image: &ImageConfig) -> Vec<String> {
+    let mut env: Vec<String> = Vec::new();
+    let image_sets_path = image.env.iter().any(|e| e.starts_with("PATH="));
+    let spec_sets_path = c.env.iter().any(|e| e.name == "PATH");
+    if !image_sets_path && !spec_sets_path {
+        env.push(DEFAULT_PATH.to_string());
+    }
+    env.extend(image.env.iter().cloned());
+    for e in &c.env {
+        let entry = format!("{}={}", e.name, e.value);
+        let prefix = format!("{}=", e.name);
+        match env.iter_mut().find(|x| x.starts_with(&prefix)) {
+            Some(x) => *x = entry,
+            None => env.push(entry),
+        }
+    }
+    env
+}
+
+/// Checks, at create and before anything is written, that the process
+/// [`build_spec`] would give runsc can be started: a command (the spec's or
+/// the image's) whose program runsc can find with the PATH the process
+/// gets. Validation of the request alone cannot tell, because the image
+/// supplies the command and the PATH the spec leaves out; without this a
+/// bad one is recorded and then fails the start with a 500.
+/// `field` is the container's JSON path, e.g. `spec.containers[0]`.
+pub fn check_process(
+    field: &str,
+    c: &Container,
+    image: &ImageConfig,
+) -> Result<(), ValidationError> {
+    let args = process_args(c, image);
+    let Some(argv0) = args.first() else {
+        return Err(ValidationError::new(
+            format!("{field}.command"),
+            "required: the image defines no command",
+        ));
+    };
+    let env = process_env(c, image);
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH="));
+    let set_by = if c.env.iter().any(|e| e.name == "PATH") {
+        "the spec's env"
+    } else {
+        "the image's Env"
+    };
+    if c.command.is_empty() {
+        validate_program(&format!("{field}.command"), argv0, path.map(|p| (p, set_by))).map_err(
+            |e| {
+                ValidationError::new(
+                    e.field,
+                    format!(
+                        "not given, and the image's command (Entrypoint + Cmd) {args:?} cannot be run: argv[0] {}",
+                        e.message
+                    ),
+                )
+            },
+        )
+    } else {
+        validate_program(
+            &format!("{field}.command[0]"),
+            argv0,
+            path.map(|p| (p, set_by)),
+        )
+    }
 }
 
 fn to_id(field: &str, v: i64) -> Result<u32, BundleError> {
@@ -446,6 +504,55 @@ mod tests {
             .collect();
         assert_eq!(ns, ["pid", "ipc", "uts", "mount", "network"]);
         assert!(v["linux"].get("resources").is_none());
+    }
+
+    #[test]
+    fn the_process_is_checked_against_the_image_at_create() {
+        let image = |command: &[&str], env: &[&str]| ImageConfig {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|s| s.to_string()).collect(),
+            ..ImageConfig::default()
+        };
+        let bare: Container =
+            serde_json::from_value(json!({"name": "app", "image": "oci:/l"})).unwrap();
+        let given = |cmd: serde_json::Value, env: serde_json::Value| -> Container {
+            serde_json::from_value(
+                json!({"name": "app", "image": "oci:/l", "command": cmd, "env": env}),
+            )
+            .unwrap()
+        };
+        let f = "spec.containers[0]";
+        let err = |c: &Container, i: &ImageConfig| check_process(f, c, i).unwrap_err();
+
+        // No command anywhere.
+        let e = err(&bare, &image(&[], &[]));
+        assert_eq!(e.field, "spec.containers[0].command");
+        assert!(e.message.contains("the image defines no command"), "{e}");
+        // The image's command, when the spec gives none, must be runnable.
+        let e = err(&bare, &image(&["", "x"], &[]));
+        assert_eq!(e.field, "spec.containers[0].command");
+        assert!(e.message.contains("must not be empty"), "{e}");
+        let e = err(&bare, &image(&["serve"], &["PATH="]));
+        assert_eq!(e.field, "spec.containers[0].command");
+        assert!(e.message.contains("the image's Env"), "{e}");
+        check_process(f, &bare, &image(&["serve"], &[])).unwrap();
+        check_process(f, &bare, &image(&["serve"], &["PATH=/srv"])).unwrap();
+        check_process(f, &bare, &image(&["/srv/serve"], &["PATH="])).unwrap();
+        // The spec's command, with the image's PATH or the spec's.
+        let sh = given(json!(["sh"]), json!([]));
+        let e = err(&sh, &image(&[], &["PATH="]));
+        assert_eq!(e.field, "spec.containers[0].command[0]");
+        assert!(e.message.contains("the image's Env"), "{e}");
+        check_process(f, &sh, &image(&[], &[])).unwrap();
+        let with_path = given(json!(["sh"]), json!([{"name": "PATH", "value": "/bin"}]));
+        check_process(f, &with_path, &image(&[], &["PATH="])).unwrap();
+        let e = err(&given(json!([""]), json!([])), &image(&["/entry"], &[]));
+        assert_eq!(e.field, "spec.containers[0].command[0]");
+        // What is checked is what the bundle gets.
+        let img = image(&["/entry"], &["PATH=/img"]);
+        let v = serde_json::to_value(spec_with_image(&with_path, &img).unwrap()).unwrap();
+        assert_eq!(v["process"]["args"], json!(process_args(&with_path, &img)));
+        assert_eq!(v["process"]["env"], json!(process_env(&with_path, &img)));
     }
 
     #[test]

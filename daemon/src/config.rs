@@ -80,7 +80,9 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Connections served at once; more wait to be accepted.
+    /// Connections served at once; when all are taken, the one idle
+    /// longest is closed to make room for a new one, and while none is idle
+    /// new ones wait to be accepted.
     pub max_connections: Option<usize>,
     /// Seconds a client may take to send a request's headers.
     pub header_read_timeout_secs: Option<u64>,

@@ -37,6 +37,25 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+/// The answer to a request hyper could not parse, so no handler saw it
+/// (a garbage request line, a bad header, two Content-Lengths that
+/// disagree): 413 for a head over what hyper buffers, as for a head over
+/// the configured limits, else 400. hyper's own answer has no body; the
+/// server writes this one in its place.
+pub fn malformed_request(e: &hyper::Error) -> ApiError {
+    if e.is_parse_too_large() {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request head is far over the limits, more than the daemon buffers: {e}"),
+        )
+    } else {
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("malformed HTTP request: {e}"),
+        )
+    }
+}
+
 /// The code of each service error.
 pub fn error_code(e: &ServiceError) -> ErrorCode {
     match e {

@@ -89,7 +89,8 @@ pub async fn handle<R: Runtime>(
 }
 
 /// Refuses a request head over the configured limits with the JSON error
-/// of DESIGN §3 (hyper's own, bare 431 only comes at four times them).
+/// of DESIGN §3, naming the limit (at four times them hyper gives up
+/// before a handler runs; the server then answers a JSON 413 itself).
 fn check_head(req: &Request<Incoming>, limits: &Limits) -> Result<(), ApiError> {
     let count = req.headers().len();
     if count > limits.max_headers {
@@ -157,7 +158,7 @@ async fn dispatch<R: Runtime>(
         Route::Healthz => Ok(json(StatusCode::OK, &svc.health()?)),
         Route::CreateActor => {
             let body = read_body(req, body_timeout).await?;
-            let create: CreateActorRequest = serde_json::from_slice(&body).map_err(|e| {
+            let create: CreateActorRequest = atelet_api::from_json_slice(&body).map_err(|e| {
                 ApiError::new(
                     ErrorCode::InvalidArgument,
                     format!("invalid request body: {e}"),
@@ -296,16 +297,37 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBod
 
 /// The error body with its status.
 pub fn error_response(e: &ApiError) -> Response<ResponseBody> {
-    let status =
-        StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let bytes = serde_json::to_vec(&e.body()).unwrap_or_else(|_| {
-        br#"{"error":{"code":"Internal","message":"error encoding failed"}}"#.to_vec()
-    });
     with_type(
-        status,
+        error_status(e),
         "application/json",
-        Full::new(Bytes::from(bytes)).boxed(),
+        Full::new(Bytes::from(error_bytes(e))).boxed(),
     )
+}
+
+/// [`error_response`] as bytes on the wire, with `Connection: close`, for
+/// the server to write where hyper has given up on the connection.
+pub fn raw_error_response(e: &ApiError) -> Vec<u8> {
+    let status = error_status(e);
+    let body = error_bytes(e);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn error_status(e: &ApiError) -> StatusCode {
+    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn error_bytes(e: &ApiError) -> Vec<u8> {
+    serde_json::to_vec(&e.body()).unwrap_or_else(|_| {
+        br#"{"error":{"code":"Internal","message":"error encoding failed"}}"#.to_vec()
+    })
 }
 
 /// 204, no body.

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod bundle;
 pub mod config;
+pub mod connection;
 pub mod daemon;
 pub mod error;
 pub mod fsutil;

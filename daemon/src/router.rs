@@ -1,6 +1,8 @@
 //! The routing table: method + path + query → a typed [`Route`]. Nothing
 //! here knows about the actor service; handlers take it from here.
 
+use std::borrow::Cow;
+
 use atelet_api::{ActorStatus, ErrorCode};
 use hyper::Method;
 
@@ -81,10 +83,20 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
             )),
         };
     }
-    let segments: Vec<&str> = path
+    // Split at the literal slashes first, then decode each segment: an
+    // escaped `%2F` is part of its segment (an id that fails validation),
+    // never a separator that routes the request elsewhere.
+    let decoded: Vec<Cow<'_, str>> = path
         .strip_prefix("/v1/")
-        .map(|p| p.trim_end_matches('/').split('/').collect())
+        .map(|p| {
+            p.trim_end_matches('/')
+                .split('/')
+                .map(decode_segment)
+                .collect()
+        })
+        .transpose()?
         .unwrap_or_default();
+    let segments: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
     let not_found = || ApiError::new(ErrorCode::NotFound, format!("no route for {method} {path}"));
     let route = match (method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => params.only(&[], Route::Healthz)?,
@@ -146,6 +158,52 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         _ => return Err(not_found()),
     };
     Ok(route)
+}
+
+/// Decodes the percent-escapes of one path segment (RFC 3986 §2.1), so
+/// that `/v1/actors/%C3%BC` names the id `ü` (and is refused naming it) as
+/// a client that escapes its path means. An escape that is not `%` and two
+/// hex digits, or bytes that are not UTF-8 once decoded, are refused: the
+/// segment means nothing the API could look up.
+fn decode_segment(segment: &str) -> Result<Cow<'_, str>, ApiError> {
+    if !segment.contains('%') {
+        return Ok(Cow::Borrowed(segment));
+    }
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b != b'%' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        match (
+            bytes.get(i + 1).and_then(|&h| hex(h)),
+            bytes.get(i + 2).and_then(|&l| hex(l)),
+        ) {
+            (Some(h), Some(l)) => {
+                // Two hex digits: at most 0xff.
+                out.push(((h << 4) | l) as u8);
+                i += 3;
+            }
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "path segment {segment:?} has a '%' that is not followed by two hex digits"
+                    ),
+                ))
+            }
+        }
+    }
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("path segment {segment:?} is not UTF-8 once percent-decoded"),
+        )
+    })
 }
 
 /// A parsed query string (no percent-decoding: no parameter needs it).
@@ -274,6 +332,61 @@ mod tests {
         ) {
             let method = [Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::PATCH][m].clone();
             let _ = route(&method, &path, query.as_deref());
+        }
+    }
+
+    #[test]
+    fn path_segments_are_percent_decoded_after_the_split() {
+        assert_eq!(
+            r(Method::GET, "/v1/actors/%61%62-1", None),
+            Ok(Route::GetActor("ab-1".into()))
+        );
+        // Decoded, then validated by the service like any id (400 naming "ü").
+        assert_eq!(
+            r(Method::GET, "/v1/actors/%C3%BC", None),
+            Ok(Route::GetActor("ü".into()))
+        );
+        // An escaped slash stays inside its segment: it routes nowhere else.
+        assert_eq!(
+            r(Method::GET, "/v1/actors/a%2Fb", None),
+            Ok(Route::GetActor("a/b".into()))
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/actors/a%2flogs", None),
+            Ok(Route::GetActor("a/logs".into()))
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/actors/a%2Fstart", None),
+            Err(ErrorCode::NotFound)
+        );
+        assert_eq!(
+            r(Method::DELETE, "/v1/actors/%2E%2E%2Fimages", None),
+            Ok(Route::DeleteActor("../images".into()))
+        );
+        // Every segment is decoded alike.
+        assert_eq!(
+            r(Method::POST, "/v1/actors/a/%73tart", None),
+            Ok(Route::Act("a".into(), Action::Start))
+        );
+        assert_eq!(
+            r(Method::DELETE, "/v1/images/sha256%3Aab12", None),
+            Ok(Route::DeleteImage("sha256:ab12".into()))
+        );
+    }
+
+    #[test]
+    fn bad_escapes_and_invalid_utf8_are_invalid_arguments() {
+        for path in [
+            "/v1/actors/%FF",
+            "/v1/actors/%C3",
+            "/v1/actors/a%",
+            "/v1/actors/a%4",
+            "/v1/actors/%ZZ",
+            "/v1/actors/%+1",
+        ] {
+            let err = route(&Method::GET, path, None).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{path}: {err:?}");
+            assert!(err.message.contains("path segment"), "{path}: {err:?}");
         }
     }
 

@@ -1,28 +1,42 @@
 //! The Unix socket server: binds (or receives) the socket and serves
 //! HTTP/1.1 on it with hyper, one task per connection.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::UnixListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::access::{process_groups, Access, AccessPolicy};
-
-use crate::handlers::handle;
+use crate::connection::{ConnState, Registry, TrackedBody, TrackedIo};
+use crate::error::malformed_request;
+use crate::handlers::{handle, raw_error_response};
 use crate::runsc::Runtime;
 use crate::service::ActorService;
+
+/// How often the accept loop looks again for an idle connection to close
+/// while a new one waits for a slot and none was idle.
+const EVICTION_RETRY: Duration = Duration::from_millis(50);
 
 /// Limits that keep one client from holding the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once. When all are taken and another client
+    /// connects, the connection idle longest (no request being answered,
+    /// no stream being followed: waiting for or slowly sending a request
+    /// head) is closed to make room; while none is idle, new ones wait in
+    /// the listen backlog.
     pub max_connections: usize,
     /// Time to send a request's headers; a slower client is cut off.
     pub header_read_timeout: Duration,
@@ -40,10 +54,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// What hyper itself buffers and parses before it gives up with a bare
-    /// 431 and closes: four times our limits, so that a request only a
-    /// little over them still reaches the handler and gets the JSON error
-    /// of DESIGN §3, while an absurd one costs bounded memory.
+    /// What hyper itself buffers and parses before it gives up and fails
+    /// the connection (answered with a JSON 413 in place of hyper's bare
+    /// 431): four times our limits, so that a request only a little over
+    /// them still reaches the handler and gets the JSON error naming the
+    /// limit, while an absurd one costs bounded memory.
     fn hyper_backstop(&self) -> (usize, usize) {
         (
             self.max_header_bytes.saturating_mul(4).max(8192),
@@ -120,15 +135,8 @@ pub async fn serve<R: Runtime>(
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let viewer_slots = Arc::new(Semaphore::new(limits.max_viewer_connections));
+    let registry = Registry::new();
     loop {
-        // At the connection cap, stop accepting until one ends.
-        let slot = tokio::select! {
-            _ = &mut shutdown => return,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(s) => s,
-                Err(_) => return,
-            },
-        };
         let stream = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
@@ -138,6 +146,29 @@ pub async fn serve<R: Runtime>(
                     // Out of file descriptors and the like: do not spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
+                }
+            },
+        };
+        // A slot for it: a free one, else the one an idle connection gives
+        // up when asked to make room. While every connection is busy it
+        // waits, and those behind it wait in the listen backlog.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(s) => s,
+            Err(_) => loop {
+                if registry.evict_oldest_idle() {
+                    tracing::debug!(
+                        connections = registry.len(),
+                        "every slot is taken: closing the longest idle connection"
+                    );
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(s) => break s,
+                        Err(_) => return,
+                    },
+                    // None was idle, or the one asked turned busy: look again.
+                    _ = tokio::time::sleep(EVICTION_RETRY) => {}
                 }
             },
         };
@@ -175,20 +206,89 @@ pub async fn serve<R: Runtime>(
             _ => None,
         };
         let svc = svc.clone();
+        let registration = registry.register();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(svc.clone(), peer, req));
-            let (buf_size, headers) = limits.hyper_backstop();
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(buf_size)
-                .max_headers(headers)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            serve_connection(stream, svc, peer, limits, registration.state().clone()).await;
+            drop(registration);
             drop(viewer_slot);
             drop(slot);
         });
+    }
+}
+
+/// A request's future, boxed so that the connection can be polled without
+/// hyper's shutdown (which needs it `Unpin`) and its IO taken back.
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+
+/// Serves one connection until it ends, or until the server asks it to
+/// make room while it is idle. When hyper fails it on a request head it
+/// could not parse, the JSON error of DESIGN §3 is written in place of
+/// hyper's bare answer (see [`crate::connection`]).
+async fn serve_connection<R: Runtime>(
+    stream: UnixStream,
+    svc: Arc<ActorService<R>>,
+    peer: Peer,
+    limits: Limits,
+    state: Arc<ConnState>,
+) {
+    let conn_state = state.clone();
+    let service = service_fn(move |req| -> ResponseFuture {
+        let guard = conn_state.begin_response();
+        let response = handle(svc.clone(), peer, req);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody::new(body, guard)))
+        })
+    });
+    let (buf_size, headers) = limits.hyper_backstop();
+    let mut conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(buf_size)
+        .max_headers(headers)
+        .serve_connection(TokioIo::new(TrackedIo::new(stream, state.clone())), service);
+    let result = loop {
+        tokio::select! {
+            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
+            () = state.eviction_requested() => {
+                if state.is_idle() {
+                    // Nothing of ours is under way: closing loses no answer.
+                    tracing::debug!("closing an idle connection to make room");
+                    return;
+                }
+                state.keep();
+            }
+        }
+    };
+    let io = conn.into_parts().io.into_inner();
+    let failed = match &result {
+        Err(e) if io.swallowed() || (e.is_parse() && state.is_idle()) => Some(e),
+        Err(e) => {
+            tracing::debug!(error = %e, "connection ended with an error");
+            None
+        }
+        Ok(()) if io.swallowed() => {
+            tracing::warn!("hyper wrote outside a response and ended the connection cleanly");
+            None
+        }
+        Ok(()) => None,
+    };
+    let mut stream = io.into_inner();
+    if let Some(e) = failed {
+        let answer = malformed_request(e);
+        tracing::debug!(error = %e, status = answer.code.http_status(), "request hyper could not parse");
+        let write = async {
+            stream.write_all(&raw_error_response(&answer)).await?;
+            stream.shutdown().await
+        };
+        // A client that does not read cannot hold the task.
+        match tokio::time::timeout(limits.header_read_timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "writing the answer to a malformed request"),
+            Err(_) => tracing::debug!("the answer to a malformed request was not taken in time"),
+        }
+    } else {
+        let _ = stream.shutdown().await;
     }
 }

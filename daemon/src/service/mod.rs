@@ -365,13 +365,7 @@ impl<R: Runtime> ActorService<R> {
         let mut images = Vec::new();
         for (i, c) in req.spec.containers.iter().enumerate() {
             let image = self.images.resolve(&c.image).await?;
-            if c.command.is_empty() && image.config.command.is_empty() {
-                return Err(ValidationError::new(
-                    format!("spec.containers[{i}].command"),
-                    "required: the image defines no command",
-                )
-                .into());
-            }
+            crate::bundle::check_process(&format!("spec.containers[{i}]"), c, &image.config)?;
             images.push(image);
         }
         let start = req.start.unwrap_or(true);
