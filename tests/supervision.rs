@@ -547,9 +547,10 @@ async fn a_failed_actor_resumes_from_its_latest_snapshot() {
     assert_eq!(failed.snapshots, s.snapshots, "snapshots kept");
 
     // Back to the snapshot: the counter goes on from where it was taken.
+    // (Nothing prints while it is FAILED: the log ends here.)
+    let before = d.logs("phoenix").await.len();
     let r = d.client.act("phoenix", "resume").await.unwrap();
     assert_eq!(r.status, ActorStatus::Running);
-    let before = d.logs("phoenix").await.len();
     let log = d
         .wait_log("phoenix", WAIT, |l| numbers(&l[before..]).len() >= 2)
         .await;
