@@ -197,7 +197,7 @@ fn the_whole_lifecycle_through_atectl_alone() {
     let err = fails(&d, &["resume", "ctl-counter-1"], 4);
     assert_eq!(
         err,
-        "atectl: cannot resume actor ctl-counter-1: it is RUNNING (resume needs SUSPENDED, or FAILED with a committed snapshot and no sandbox)\n"
+        "atectl: cannot resume actor ctl-counter-1: it is RUNNING (resume needs SUSPENDED or FAILED with a committed snapshot and no sandbox)\n"
     );
     let yaml_doc = d.atectl_ok(&["get", "ctl-counter-1", "-o", "yaml"]);
     assert!(yaml_doc.contains("\nstatus: RUNNING\n"), "{yaml_doc}");

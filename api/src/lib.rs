@@ -1,6 +1,6 @@
 //! `atelet-api`: the contract between the atelet daemon and its clients.
 //!
-//! Wire types (serde), their validation and the error codes of DESIGN §3.
+//! Wire types (serde), their validation and the error codes of the API (docs/openapi.yaml).
 //! Nothing here does I/O, so that the daemon, `atectl` and tests share one
 //! definition of what a valid request is.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -8,12 +8,14 @@
 pub mod capabilities;
 pub mod error;
 pub mod image_ref;
+pub mod lifecycle;
 pub mod strict;
 pub mod types;
 pub mod validate;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use image_ref::ImageRef;
+pub use lifecycle::{Allowed, Op};
 pub use strict::from_json_slice;
 pub use types::*;
 pub use validate::{validate_actor_id, validate_create, validate_program, ValidationError};

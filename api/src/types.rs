@@ -194,31 +194,6 @@ impl ActorStatus {
             ActorStatus::Starting | ActorStatus::Suspending | ActorStatus::Resuming
         )
     }
-
-    /// `start` boots from the image: only when no sandbox and no suspended state exist.
-    pub fn can_start(self) -> bool {
-        matches!(
-            self,
-            ActorStatus::Created | ActorStatus::Stopped | ActorStatus::Failed
-        )
-    }
-
-    /// `suspend` needs a running sandbox.
-    pub fn can_suspend(self) -> bool {
-        self == ActorStatus::Running
-    }
-
-    /// `resume` needs a suspended actor, or a failed one (a checkpoint that
-    /// killed its sandbox, a lost sandbox) that still has a committed
-    /// snapshot to go back to; the daemon checks the snapshot.
-    pub fn can_resume(self) -> bool {
-        matches!(self, ActorStatus::Suspended | ActorStatus::Failed)
-    }
-
-    /// `stop` ends a running sandbox or discards a suspended session.
-    pub fn can_stop(self) -> bool {
-        matches!(self, ActorStatus::Running | ActorStatus::Suspended)
-    }
 }
 
 impl fmt::Display for ActorStatus {

@@ -176,10 +176,9 @@ mod tests {
             (ServiceError::AlreadyExists("a".into()), 409),
             (
                 ServiceError::Transition {
-                    op: "resume",
+                    op: atelet_api::Op::Resume,
                     id: "a".into(),
                     status: ActorStatus::Running,
-                    needs: "SUSPENDED",
                 },
                 409,
             ),
@@ -224,14 +223,13 @@ mod tests {
     #[test]
     fn transition_errors_name_the_status_and_what_is_needed() {
         let e = ServiceError::Transition {
-            op: "resume",
+            op: atelet_api::Op::Start,
             id: "a".into(),
             status: ActorStatus::Running,
-            needs: "SUSPENDED",
         };
         assert_eq!(
             e.to_string(),
-            "cannot resume actor a: it is RUNNING (resume needs SUSPENDED)"
+            "cannot start actor a: it is RUNNING (start needs CREATED, STOPPED or FAILED)"
         );
     }
 }

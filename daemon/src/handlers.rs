@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::access::Access;
 use crate::error::ApiError;
-use crate::router::{route, Action, Route};
+use crate::router::{route, Route};
 use crate::runsc::Runtime;
 use crate::server::{Limits, Peer};
 use crate::service::{ActorService, ServiceError};
@@ -169,22 +169,10 @@ async fn dispatch<R: Runtime>(
         }
         Route::ListActors { status } => Ok(list_actors(svc, status)),
         Route::GetActor(id) => Ok(json(StatusCode::OK, &svc.get(&id)?)),
-        Route::Act(id, action) => {
-            let actor = detached(async move {
-                match action {
-                    Action::Start => svc.start(&id).await,
-                    Action::Suspend => svc.suspend(&id).await,
-                    Action::Resume => svc.resume(&id).await,
-                    Action::Stop => svc.stop(&id).await,
-                }
-            })
-            .await?;
-            Ok(json(StatusCode::OK, &actor))
-        }
-        Route::DeleteActor(id) => {
-            detached(async move { svc.delete(&id).await }).await?;
-            Ok(no_content())
-        }
+        Route::Act(id, op) => match detached(async move { svc.act(&id, op).await }).await? {
+            Some(actor) => Ok(json(StatusCode::OK, &actor)),
+            None => Ok(no_content()),
+        },
         Route::ListImages => Ok(json(
             StatusCode::OK,
             &ImageList {

@@ -3,23 +3,10 @@
 
 use std::borrow::Cow;
 
-use atelet_api::{ActorStatus, ErrorCode};
+use atelet_api::{ActorStatus, ErrorCode, Op};
 use hyper::Method;
 
 use crate::error::ApiError;
-
-/// A lifecycle action on one actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// `POST …/start`.
-    Start,
-    /// `POST …/suspend`.
-    Suspend,
-    /// `POST …/resume`.
-    Resume,
-    /// `POST …/stop`.
-    Stop,
-}
 
 /// Every request the API understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +22,9 @@ pub enum Route {
     },
     /// `GET /v1/actors/{id}`.
     GetActor(String),
-    /// `POST /v1/actors/{id}/{action}`.
-    Act(String, Action),
-    /// `DELETE /v1/actors/{id}`.
-    DeleteActor(String),
+    /// `POST /v1/actors/{id}/{start|suspend|resume|stop}`, and
+    /// `DELETE /v1/actors/{id}` ([`Op::Delete`]).
+    Act(String, Op),
     /// `GET /v1/actors/{id}/logs[?follow=true]`.
     Logs {
         /// The actor.
@@ -66,7 +52,7 @@ impl Route {
     pub fn is_mutation(&self) -> bool {
         matches!(
             self,
-            Route::CreateActor | Route::Act(..) | Route::DeleteActor(_) | Route::DeleteImage(_)
+            Route::CreateActor | Route::Act(..) | Route::DeleteImage(_)
         )
     }
 }
@@ -114,17 +100,11 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         }
         (&Method::GET, ["actors", id]) => params.only(&[], Route::GetActor(id.to_string()))?,
         (&Method::DELETE, ["actors", id]) => {
-            params.only(&[], Route::DeleteActor(id.to_string()))?
+            params.only(&[], Route::Act(id.to_string(), Op::Delete))?
         }
         (&Method::POST, ["actors", id, action]) => {
-            let action = match *action {
-                "start" => Action::Start,
-                "suspend" => Action::Suspend,
-                "resume" => Action::Resume,
-                "stop" => Action::Stop,
-                _ => return Err(not_found()),
-            };
-            params.only(&[], Route::Act(id.to_string(), action))?
+            let op = Op::from_action(action).ok_or_else(not_found)?;
+            params.only(&[], Route::Act(id.to_string(), op))?
         }
         (&Method::GET, ["actors", id, "logs"]) => {
             let follow = params.flag("follow", false)?;
@@ -275,11 +255,11 @@ mod tests {
         );
         assert_eq!(
             r(Method::POST, "/v1/actors/a1/suspend", None),
-            Ok(Route::Act("a1".into(), Action::Suspend))
+            Ok(Route::Act("a1".into(), Op::Suspend))
         );
         assert_eq!(
             r(Method::DELETE, "/v1/actors/a1", None),
-            Ok(Route::DeleteActor("a1".into()))
+            Ok(Route::Act("a1".into(), Op::Delete))
         );
         assert_eq!(
             r(Method::GET, "/v1/actors/a1/logs", Some("follow=true")),
@@ -361,12 +341,12 @@ mod tests {
         );
         assert_eq!(
             r(Method::DELETE, "/v1/actors/%2E%2E%2Fimages", None),
-            Ok(Route::DeleteActor("../images".into()))
+            Ok(Route::Act("../images".into(), Op::Delete))
         );
         // Every segment is decoded alike.
         assert_eq!(
             r(Method::POST, "/v1/actors/a/%73tart", None),
-            Ok(Route::Act("a".into(), Action::Start))
+            Ok(Route::Act("a".into(), Op::Start))
         );
         assert_eq!(
             r(Method::DELETE, "/v1/images/sha256%3Aab12", None),

@@ -15,17 +15,16 @@ pub enum ServiceError {
     /// The id is taken.
     #[error("actor {0} already exists")]
     AlreadyExists(String),
-    /// The operation is not allowed from the actor's status.
-    #[error("cannot {op} actor {id}: it is {status} ({op} needs {needs})")]
+    /// The operation is not allowed from the actor's status; the message
+    /// names what the transition table allows.
+    #[error("cannot {op} actor {id}: it is {status} ({op} needs {})", op.needs())]
     Transition {
         /// The operation.
-        op: &'static str,
+        op: Op,
         /// The actor.
         id: String,
         /// Its status.
         status: ActorStatus,
-        /// The statuses the operation is allowed from.
-        needs: &'static str,
     },
     /// The latest snapshot was written by another runsc.
     #[error("cannot resume actor {id}: snapshot {snapshot} was taken with runsc {snapshot_version} but runsc {installed} is installed")]
@@ -97,15 +96,10 @@ pub(super) fn snapshot_err(
     move |source| ServiceError::Snapshot { context, source }
 }
 
-pub(super) fn transition_error(
-    op: &'static str,
-    rec: &ActorRecord,
-    needs: &'static str,
-) -> ServiceError {
+pub(super) fn transition_error(op: Op, rec: &ActorRecord) -> ServiceError {
     ServiceError::Transition {
         op,
         id: rec.id.clone(),
         status: rec.status,
-        needs,
     }
 }

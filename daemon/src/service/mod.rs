@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use atelet_api::validate::ValidationError;
 use atelet_api::{
     validate_actor_id, validate_create, Actor, ActorStatus, CreateActorRequest, Event, Health,
-    Image,
+    Image, Op,
 };
 use tokio::sync::{broadcast, oneshot, RwLock};
 
@@ -191,15 +191,8 @@ impl<R: Runtime> ActorService<R> {
 
     /// Enters a lifecycle step on actor `id`: refuses while draining,
     /// validates the id, waits for the actor's lock, reads its record and
-    /// checks that `op` is allowed from its status (`needs` names the
-    /// statuses that allow it, for the 409).
-    async fn begin_step(
-        &self,
-        id: &str,
-        op: &'static str,
-        allowed: fn(ActorStatus) -> bool,
-        needs: &'static str,
-    ) -> Result<(Step<'_>, ActorRecord)> {
+    /// checks that the transition table allows `op` from its status.
+    async fn begin_step(&self, id: &str, op: Op) -> Result<(Step<'_>, ActorRecord)> {
         let gate = self.begin_op()?;
         validate_actor_id(id)?;
         let lock = self.locks.lock(id).await;
@@ -213,14 +206,14 @@ impl<R: Runtime> ActorService<R> {
         };
         // stop and delete end the sandbox whatever state it is in, so they
         // are the way out for an actor runsc cannot tell about.
-        if self.is_unrecovered(id) && !matches!(op, "stop" | "delete") {
+        if self.is_unrecovered(id) && !op.ends_any_sandbox() {
             return Err(ServiceError::Unavailable(format!(
                 "actor {id} is not recovered yet: runsc could not tell whether its sandbox runs when the daemon started; it is retried every {} s",
                 RECOVERY_RETRY.as_secs()
             )));
         }
-        if !allowed(rec.status) {
-            return Err(transition_error(op, &rec, needs));
+        if !op.allows(rec.status) {
+            return Err(transition_error(op, &rec));
         }
         Ok((
             Step {
@@ -407,20 +400,26 @@ impl<R: Runtime> ActorService<R> {
         Ok(rec.to_api())
     }
 
+    /// Carries out `op` on actor `id` and answers the actor as it is after
+    /// it; for [`Op::Delete`], `None` (the actor is gone).
+    pub async fn act(self: &Arc<Self>, id: &str, op: Op) -> Result<Option<Actor>> {
+        match op {
+            Op::Start => self.start(id).await.map(Some),
+            Op::Suspend => self.suspend(id).await.map(Some),
+            Op::Resume => self.resume(id).await.map(Some),
+            Op::Stop => self.stop(id).await.map(Some),
+            Op::Delete => self.delete(id).await.map(|()| None),
+        }
+    }
+
     /// `POST /v1/actors/{id}/start`.
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured("start", id, self.start_inner(id)).await
+        self.measured(Op::Start.as_str(), id, self.start_inner(id))
+            .await
     }
 
     async fn start_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        let (_step, mut rec) = self
-            .begin_step(
-                id,
-                "start",
-                ActorStatus::can_start,
-                "CREATED, STOPPED or FAILED",
-            )
-            .await?;
+        let (_step, mut rec) = self.begin_step(id, Op::Start).await?;
         self.start_locked(&mut rec, "start", None).await?;
         Ok(rec.to_api())
     }
@@ -519,13 +518,12 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/stop`.
     pub async fn stop(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured("stop", id, self.stop_inner(id)).await
+        self.measured(Op::Stop.as_str(), id, self.stop_inner(id))
+            .await
     }
 
     async fn stop_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        let (_step, mut rec) = self
-            .begin_step(id, "stop", ActorStatus::can_stop, "RUNNING or SUSPENDED")
-            .await?;
+        let (_step, mut rec) = self.begin_step(id, Op::Stop).await?;
         if let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) {
             self.runtime
                 .ensure_available()
@@ -554,11 +552,12 @@ impl<R: Runtime> ActorService<R> {
 
     /// `DELETE /v1/actors/{id}`.
     pub async fn delete(&self, id: &str) -> Result<()> {
-        self.measured("delete", id, self.delete_inner(id)).await
+        self.measured(Op::Delete.as_str(), id, self.delete_inner(id))
+            .await
     }
 
     async fn delete_inner(&self, id: &str) -> Result<()> {
-        let (step, rec) = self.begin_step(id, "delete", |_| true, "").await?;
+        let (step, rec) = self.begin_step(id, Op::Delete).await?;
         // The current sandbox must go first: if that fails, nothing changes.
         if let Some(c) = &rec.container {
             self.runtime

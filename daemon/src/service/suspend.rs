@@ -67,14 +67,13 @@ pub(super) fn spec_hash(rec: &ActorRecord) -> String {
 impl<R: Runtime> ActorService<R> {
     /// `POST /v1/actors/{id}/suspend`.
     pub async fn suspend(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured("suspend", id, self.suspend_inner(id)).await
+        self.measured(Op::Suspend.as_str(), id, self.suspend_inner(id))
+            .await
     }
 
     pub(super) async fn suspend_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let t0 = Instant::now();
-        let (_step, mut rec) = self
-            .begin_step(id, "suspend", ActorStatus::can_suspend, "RUNNING")
-            .await?;
+        let (_step, mut rec) = self.begin_step(id, Op::Suspend).await?;
         if rec.spec.containers.len() > 1 {
             return Err(ServiceError::NotSupported(format!(
                 "cannot suspend actor {id}: multi-container actors cannot be restored by this runsc"
@@ -307,20 +306,18 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/resume`.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured("resume", id, self.resume_inner(id)).await
+        self.measured(Op::Resume.as_str(), id, self.resume_inner(id))
+            .await
     }
 
     pub(super) async fn resume_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let t0 = Instant::now();
-        const NEEDS: &str = "SUSPENDED, or FAILED with a committed snapshot and no sandbox";
-        let (_step, mut rec) = self
-            .begin_step(id, "resume", ActorStatus::can_resume, NEEDS)
-            .await?;
+        let (_step, mut rec) = self.begin_step(id, Op::Resume).await?;
         let from = rec.status;
         // A FAILED actor goes back to its latest committed snapshot; one
         // whose half-made sandbox is still on record must be stopped first.
         if from == ActorStatus::Failed && (rec.snapshots.is_empty() || rec.container.is_some()) {
-            return Err(transition_error("resume", &rec, NEEDS));
+            return Err(transition_error(Op::Resume, &rec));
         }
         let Some(latest) = rec.snapshots.last().cloned() else {
             return Err(ServiceError::Internal(format!(
