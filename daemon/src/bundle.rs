@@ -1,5 +1,5 @@
-//! The OCI bundle builder (DESIGN §5): one `config.json` per actor, built
-//! with oci-spec from the container spec, its securityContext and its image.
+//! The OCI bundle builder: one `config.json` per actor, built with
+//! oci-spec from the container spec, its securityContext and its image.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +52,21 @@ pub enum BundleError {
         /// What the OS said.
         source: std::io::Error,
     },
+}
+
+impl BundleError {
+    /// Never the client's fault: a spec reaches the builder only after
+    /// validation and [`check_process`] accepted it at create, so a spec
+    /// the builder cannot express is a gap between those checks and the
+    /// builder (a daemon bug), and a failed write is this host's.
+    pub fn is_client_fault(&self) -> bool {
+        match self {
+            BundleError::Invalid(_)
+            | BundleError::Capability(_)
+            | BundleError::Oci(_)
+            | BundleError::Io { .. } => false,
+        }
+    }
 }
 
 /// Everything the builder needs to know about one actor.
@@ -477,6 +492,21 @@ mod tests {
         ));
         assert!(spec_for(&container(json!({"runAsUser": -1}))).is_err());
         assert!(spec_for(&container(json!({"runAsUser": 4294967295u64}))).is_err());
+    }
+
+    #[test]
+    fn bundle_errors_are_never_the_clients_fault() {
+        let errors = [
+            spec_for(&container(json!({"capabilities": {"add": ["BOGUS"]}}))).unwrap_err(),
+            spec_for(&container(json!({"runAsUser": -1}))).unwrap_err(),
+            BundleError::Io {
+                path: "/state/bundles/a".into(),
+                source: std::io::Error::other("disk full"),
+            },
+        ];
+        for e in errors {
+            assert!(!e.is_client_fault(), "{e}");
+        }
     }
 
     #[test]

@@ -74,6 +74,18 @@ pub enum ExtractError {
     },
 }
 
+impl ExtractError {
+    /// Whether the layer is at fault (a 400: the policy refuses one of its
+    /// entries, or its tar stream is corrupt) rather than the host it is
+    /// unpacked on (a 500: writing the file system failed).
+    pub fn is_client_fault(&self) -> bool {
+        match self {
+            ExtractError::Refused { .. } | ExtractError::Read(_) => true,
+            ExtractError::Write { .. } => false,
+        }
+    }
+}
+
 /// What applying layers did, for the log and the cache entry.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LayerStats {
@@ -738,6 +750,22 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_refused_or_corrupt_layer_is_the_clients_fault_a_failed_write_is_not() {
+        let refused = ExtractError::Refused {
+            entry: "../x".into(),
+            reason: "a name with '..' is refused".into(),
+        };
+        let read = ExtractError::Read(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated"));
+        let write = ExtractError::Write {
+            path: "/state/images/tmp/x".into(),
+            source: io::Error::other("disk full"),
+        };
+        assert!(refused.is_client_fault());
+        assert!(read.is_client_fault());
+        assert!(!write.is_client_fault());
+    }
 
     /// Builds a tar entry by entry.
     struct Tar(tar::Builder<Vec<u8>>);

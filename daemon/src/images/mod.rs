@@ -1,5 +1,5 @@
 //! Images: turns an image reference into a root filesystem on this host
-//! (DESIGN §6).
+//! (the `images` row of docs/design.md).
 //!
 //! - `dir:<rootfs>` is used in place.
 //! - `oci:<layout>[:<tag>]` and `oci-archive:<tar>[:<tag>]` are read by
@@ -85,6 +85,21 @@ pub enum ImageError {
         /// What the OS said.
         source: std::io::Error,
     },
+}
+
+impl ImageError {
+    /// Whether the client is at fault: it named an image that cannot be
+    /// used, or one the cache does not hold or cannot give up now. False
+    /// when this host failed (writing the cache or a layer's files). The
+    /// layer below answers for its own errors.
+    pub fn is_client_fault(&self) -> bool {
+        match self {
+            ImageError::Invalid { .. } | ImageError::NotFound(_) | ImageError::InUse { .. } => true,
+            ImageError::Oci { source, .. } => source.is_client_fault(),
+            ImageError::Extract { source, .. } => source.is_client_fault(),
+            ImageError::Cache { .. } => false,
+        }
+    }
 }
 
 fn cache_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -480,6 +495,51 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
     use std::io::Write;
+
+    #[test]
+    fn image_errors_say_whose_fault_they_are() {
+        let reference = || "oci:/srv/l".to_string();
+        let client = [
+            ImageError::Invalid {
+                reference: reference(),
+                message: "missing".into(),
+            },
+            ImageError::NotFound("sha256:0".into()),
+            ImageError::InUse {
+                digest: "sha256:0".into(),
+                users: vec!["a".into()],
+            },
+            ImageError::Oci {
+                reference: reference(),
+                source: OciError::Invalid("no index.json".into()),
+            },
+            ImageError::Extract {
+                reference: reference(),
+                layer: 1,
+                source: ExtractError::Read(std::io::Error::other("corrupt")),
+            },
+        ];
+        for e in client {
+            assert!(e.is_client_fault(), "{e}");
+        }
+        let server = [
+            ImageError::Cache {
+                context: "committing".into(),
+                source: std::io::Error::other("disk full"),
+            },
+            ImageError::Extract {
+                reference: reference(),
+                layer: 0,
+                source: ExtractError::Write {
+                    path: "/state/images/tmp/x".into(),
+                    source: std::io::Error::other("disk full"),
+                },
+            },
+        ];
+        for e in server {
+            assert!(!e.is_client_fault(), "{e}");
+        }
+    }
 
     /// A layer: its blob, media type and uncompressed tar.
     struct TestLayer {

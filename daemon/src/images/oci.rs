@@ -79,6 +79,19 @@ pub enum OciError {
     },
 }
 
+impl OciError {
+    /// Whether the image the client named is at fault (a 400) rather than
+    /// this host: every way an image cannot be read is the image's, since
+    /// its reference names the layout or archive to read — a file of it
+    /// missing or unreadable, content that is not what the OCI spec
+    /// describes, a blob that fails its digest.
+    pub fn is_client_fault(&self) -> bool {
+        match self {
+            OciError::Io { .. } | OciError::Invalid(_) | OciError::Mismatch { .. } => true,
+        }
+    }
+}
+
 fn invalid(message: impl Into<String>) -> OciError {
     OciError::Invalid(message.into())
 }
@@ -953,5 +966,30 @@ impl LayerReader {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_way_an_image_cannot_be_read_is_the_clients_fault() {
+        let digest = Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
+        for e in [
+            OciError::Io {
+                path: "/srv/layout/index.json".into(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            },
+            invalid("no manifest is tagged \"x\""),
+            OciError::Mismatch {
+                what: "layer 0".into(),
+                digest,
+                expected: "10 bytes".into(),
+                actual: "9 bytes".into(),
+            },
+        ] {
+            assert!(e.is_client_fault(), "{e}");
+        }
     }
 }
