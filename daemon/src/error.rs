@@ -2,7 +2,6 @@
 
 use atelet_api::{ErrorBody, ErrorCode};
 
-use crate::images::extract::ExtractError;
 use crate::images::ImageError;
 use crate::runsc::RuntimeError;
 use crate::service::ServiceError;
@@ -25,7 +24,8 @@ impl ApiError {
         }
     }
 
-    /// The body of DESIGN §3.
+    /// The JSON error body every failure is answered with
+    /// (`ErrorBody` in docs/openapi.yaml).
     pub fn body(&self) -> ErrorBody {
         ErrorBody::new(self.code, self.message.clone())
     }
@@ -60,45 +60,49 @@ pub fn malformed_request(e: &hyper::Error) -> ApiError {
 pub fn error_code(e: &ServiceError) -> ErrorCode {
     match e {
         ServiceError::Invalid(_) | ServiceError::NotSupported(_) => ErrorCode::InvalidArgument,
-        ServiceError::Image(
-            ImageError::Invalid { .. }
-            | ImageError::Oci { .. }
-            | ImageError::Extract {
-                source: ExtractError::Refused { .. } | ExtractError::Read(_),
-                ..
-            },
-        ) => ErrorCode::InvalidArgument,
-        ServiceError::NotFound(_) | ServiceError::Image(ImageError::NotFound(_)) => {
-            ErrorCode::NotFound
-        }
+        ServiceError::NotFound(_) => ErrorCode::NotFound,
         ServiceError::Forbidden(_) => ErrorCode::Unauthorized,
         ServiceError::AlreadyExists(_)
         | ServiceError::Transition { .. }
-        | ServiceError::RuntimeMismatch { .. }
-        | ServiceError::Image(ImageError::InUse { .. }) => ErrorCode::Conflict,
+        | ServiceError::RuntimeMismatch { .. } => ErrorCode::Conflict,
         ServiceError::Unavailable(_)
         | ServiceError::Runtime {
             source: RuntimeError::Unavailable(_),
             ..
         } => ErrorCode::Unavailable,
+        ServiceError::Image(e) => image_error_code(e),
+        ServiceError::Bundle(e) => fault_code(e.is_client_fault()),
         ServiceError::Runtime { .. }
-        | ServiceError::Image(
-            ImageError::Cache { .. }
-            | ImageError::Extract {
-                source: ExtractError::Write { .. },
-                ..
-            },
-        )
         | ServiceError::Store(_)
         | ServiceError::Snapshot { .. }
-        | ServiceError::Bundle(_)
         | ServiceError::Internal(_) => ErrorCode::Internal,
+    }
+}
+
+/// The code of an image error: its own variants say what is missing or
+/// taken; for the rest it says whose fault it is, asking the layers below
+/// (OCI reading, layer extraction) in turn.
+fn image_error_code(e: &ImageError) -> ErrorCode {
+    match e {
+        ImageError::NotFound(_) => ErrorCode::NotFound,
+        ImageError::InUse { .. } => ErrorCode::Conflict,
+        e => fault_code(e.is_client_fault()),
+    }
+}
+
+/// 400 for what the client can fix by asking differently, else 500.
+fn fault_code(client: bool) -> ErrorCode {
+    if client {
+        ErrorCode::InvalidArgument
+    } else {
+        ErrorCode::Internal
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::extract::ExtractError;
     use crate::images::oci::OciError;
     use crate::reaper::ExitStatus;
     use atelet_api::{ActorStatus, ValidationError};
@@ -159,6 +163,49 @@ mod tests {
                     context: "committing".into(),
                     source: std::io::Error::other("disk full"),
                 }),
+                500,
+            ),
+            (
+                ServiceError::Image(ImageError::Oci {
+                    reference: "oci:/l".into(),
+                    source: OciError::Io {
+                        path: "/l/index.json".into(),
+                        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                    },
+                }),
+                400,
+            ),
+            (
+                ServiceError::Image(ImageError::Extract {
+                    reference: "oci:/l".into(),
+                    layer: 1,
+                    source: ExtractError::Read(std::io::Error::other("corrupt gzip")),
+                }),
+                400,
+            ),
+            (
+                ServiceError::Bundle(crate::bundle::BundleError::Invalid("no command".into())),
+                500,
+            ),
+            (
+                ServiceError::Bundle(crate::bundle::BundleError::Io {
+                    path: "/state/bundles/a".into(),
+                    source: std::io::Error::other("disk full"),
+                }),
+                500,
+            ),
+            (
+                ServiceError::Store(crate::store::StoreError::Exists("a".into())),
+                500,
+            ),
+            (
+                ServiceError::Snapshot {
+                    context: "committing".into(),
+                    source: crate::snapshots::SnapshotError::Corrupt {
+                        path: "/state/snapshots/a/s".into(),
+                        detail: "size".into(),
+                    },
+                },
                 500,
             ),
             (ServiceError::NotFound("a".into()), 404),
