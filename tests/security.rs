@@ -172,7 +172,7 @@ async fn oversized_and_too_many_headers_are_refused() {
     let d = Daemon::start();
     let send = |head: String| send_raw(&d, head.as_bytes()).1;
     // A head a little over the limit (16 KiB) reaches the handler: the JSON
-    // error of DESIGN §3, and the connection is closed.
+    // error body, and the connection is closed.
     let json_413 = |reply: &str, what: &str| {
         assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
         assert!(

@@ -1,4 +1,4 @@
-//! Exit detection and live restore (DESIGN §7): an actor whose process ends
+//! Exit detection and live restore (docs/failure-modes.md): an actor whose process ends
 //! is recorded STOPPED or FAILED; stopping or killing the daemon leaves
 //! actors running, and a restarted daemon adopts them and cleans up.
 

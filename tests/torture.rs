@@ -1,4 +1,4 @@
-//! Crash consistency (DESIGN §7): counter actors go through many suspend and
+//! Crash consistency (docs/failure-modes.md): counter actors go through many suspend and
 //! resume cycles while the daemon is killed with SIGKILL at more than a
 //! hundred points — at rest, before the runsc steps begin, inside
 //! checkpoints and restores, and just after each returns (for a checkpoint,

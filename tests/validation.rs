@@ -1,4 +1,4 @@
-//! Bad input gets a clear error of DESIGN §3 and changes nothing.
+//! Bad input gets a clear JSON error and changes nothing.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -352,7 +352,7 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Asserts the JSON error of DESIGN §3 with `status`, and that the
+    /// Asserts the JSON error body with `status`, and that the
     /// daemon closes the connection after it.
     fn assert_json_error(&self, status: u16, needle: &str) {
         assert_eq!(self.status, status, "{self:?}");

@@ -1,4 +1,4 @@
-//! Capability names and the set a container ends up with (DESIGN §5).
+//! Capability names and the set a container ends up with (README, "securityContext").
 //!
 //! Names are checked against the `caps` crate's list, so that a typo is an
 //! error instead of a capability silently missing from the sandbox.

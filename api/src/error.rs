@@ -1,4 +1,4 @@
-//! The error body every failed request answers with (DESIGN §3).
+//! The error body every failed request answers with (docs/openapi.yaml, `ErrorBody`).
 
 use std::fmt;
 

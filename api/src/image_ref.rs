@@ -1,4 +1,4 @@
-//! Image references (DESIGN §6): where an actor's root filesystem comes from.
+//! Image references: where an actor's root filesystem comes from.
 
 use std::fmt;
 use std::path::{Component, Path};

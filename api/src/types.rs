@@ -138,7 +138,7 @@ pub struct Volume {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DurableDir {}
 
-/// Lifecycle status of an actor (DESIGN §4).
+/// Lifecycle status of an actor (docs/design.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActorStatus {

@@ -1,4 +1,4 @@
-//! Validation of requests at the boundary (DESIGN §3). Every message names
+//! Validation of requests at the boundary (docs/openapi.yaml). Every message names
 //! the field it is about, in the JSON path form a client can find.
 
 use std::collections::HashSet;

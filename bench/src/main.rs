@@ -541,7 +541,7 @@ async fn main() -> Result<()> {
         RUNSC_FLAGS.join(" ")
     );
     println!(
-        "- lifecycle: {} runs per side, alternating daemon / raw; the counter actor of DESIGN §8\n",
+        "- lifecycle: {} runs per side, alternating daemon / raw; a busybox counter actor\n",
         args.runs
     );
     println!("| step (ms) | daemon p50 | daemon p95 | raw p50 | raw p95 | ratio p50 | ratio p95 |");

@@ -1,5 +1,5 @@
 //! Daemon settings: built-in defaults, overridden by a TOML file, overridden
-//! by flags (DESIGN §3).
+//! by flags (README, "Configuration").
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

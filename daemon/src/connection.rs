@@ -4,7 +4,7 @@
 //! hyper answers a request it cannot parse (a garbage request line, two
 //! Content-Lengths that disagree, a head over its buffer) by itself, with a
 //! bare 400 (or 431) that has no body, and then fails the connection. The
-//! API promises the JSON error of DESIGN §3 for every error, so the
+//! API promises the JSON error body (docs/openapi.yaml) for every error, so the
 //! server swallows that automatic answer and writes the JSON one in its
 //! place once the connection has failed. Telling hyper's own bytes from
 //! ours needs no parsing of the byte stream: hyper reads a new request

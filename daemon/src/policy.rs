@@ -1,4 +1,4 @@
-//! The node admission policy (DESIGN §5): what a spec may ask of this node.
+//! The node admission policy (docs/security.md): what a spec may ask of this node.
 //! A refusal is 403 with a message naming the rule, decided before anything
 //! is created.
 

@@ -1,4 +1,4 @@
-//! The one reaper of the daemon's children (DESIGN §7, §8).
+//! The one reaper of the daemon's children (docs/design.md, "runsc on these machines").
 //!
 //! The daemon is a child subreaper: a detached runsc sandbox, orphaned when
 //! `runsc run` exits, becomes our child, and we reap it at once. Without
