@@ -6,10 +6,13 @@
 //!
 //! What is written is the persisted form of [`schema`], converted from and
 //! to the in-memory [`ActorRecord`] here, so that the API's types can
-//! change without making stored records unreadable; one written by a newer
-//! major layout stops the start (see [`schema`] for the rule).
+//! change without making stored records unreadable. A record that cannot be
+//! read at start is moved aside into the `quarantine` tree (kept, not
+//! deleted) and the others load; one written by a newer major layout stops
+//! the start instead (see [`schema`] for the rule).
 
 mod convert;
+mod quarantine;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -244,6 +247,10 @@ pub struct Store {
     last_seq: AtomicU64,
     /// A summary of every record, kept in step with the writes.
     index: Mutex<HashMap<String, Summary>>,
+    /// Records that could not be read at start, moved aside under their key.
+    quarantine: sled::Tree,
+    /// Its keys, sorted (it only changes at start).
+    quarantined: Vec<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -305,12 +312,9 @@ impl Store {
                 events.remove(k)?;
             }
         }
-        let mut index = HashMap::new();
-        for kv in actors.iter() {
-            let (k, v) = kv?;
-            let rec = decode(&k, &v)?;
-            index.insert(rec.id.clone(), Summary::of(&rec));
-        }
+        let quarantine = db.open_tree(quarantine::TREE)?;
+        let (index, quarantined) = quarantine::load(&actors, &quarantine)?;
+        db.flush()?;
         let (feed, _) = broadcast::channel(1024);
         Ok(Store {
             db,
@@ -320,6 +324,8 @@ impl Store {
             feed,
             last_seq: AtomicU64::new(next - 1),
             index: Mutex::new(index),
+            quarantine,
+            quarantined,
         })
     }
 
@@ -331,9 +337,25 @@ impl Store {
         }
     }
 
-    /// Whether a record exists, without decoding it.
+    /// Whether the id is taken, without decoding: by a record, or by one
+    /// in quarantine (whose files are kept, and whose id is not reused
+    /// while it is there).
     pub fn contains(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.actors.contains_key(id.as_bytes())?)
+        Ok(self.actors.contains_key(id.as_bytes())?
+            || self.quarantine.contains_key(id.as_bytes())?)
+    }
+
+    /// The keys of the records in quarantine (unreadable at start), sorted.
+    pub fn quarantined(&self) -> &[String] {
+        &self.quarantined
+    }
+
+    /// Whether actor `id`'s record is in quarantine: what it owns (files,
+    /// a sandbox) is left as it is.
+    pub fn is_quarantined(&self, id: &str) -> bool {
+        self.quarantined
+            .binary_search_by(|k| k.as_str().cmp(id))
+            .is_ok()
     }
 
     /// All records, sorted by id.

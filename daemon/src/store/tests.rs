@@ -1,5 +1,5 @@
-//! Unit tests of the store: writes and reopens, and the layout version
-//! rule.
+//! Unit tests of the store: writes and reopens, the layout version rule,
+//! and the quarantine of records that cannot be read.
 
 use super::*;
 use serde_json::json;
@@ -111,6 +111,7 @@ async fn records_and_events_survive_a_reopen() {
     s.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(s[0].0, "a");
     assert_eq!(s[0].1.status, ActorStatus::Running);
+    assert!(store.quarantined().is_empty());
 }
 
 #[test]
@@ -249,6 +250,7 @@ async fn a_record_of_a_newer_minor_with_unknown_fields_is_read() {
         &serde_json::to_vec(&newer).unwrap(),
     );
     let store = Store::open(dir.path()).unwrap();
+    assert!(store.quarantined().is_empty());
     let r = store.get("a").unwrap().unwrap();
     assert_eq!(r.status, ActorStatus::Suspended);
     assert_eq!(r.image_digest.as_deref(), Some("sha256:ab"));
@@ -262,4 +264,86 @@ async fn a_record_of_a_newer_minor_with_unknown_fields_is_read() {
         serde_json::from_slice(&raw_get(dir.path(), "actors", "a").unwrap()).unwrap();
     assert_eq!(v["schemaMinor"], RECORD_VERSION.minor);
     assert!(v.get("restartPolicy").is_none());
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_read_is_quarantined_and_the_others_load() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.insert_new(&rec("good"), "created").await.unwrap();
+        store.insert_new(&rec("zz-good"), "created").await.unwrap();
+    }
+    let garbage = b"{\"schemaVersion\":1,\"id\":\"bad\",\"tem".to_vec();
+    raw_put(dir.path(), "actors", "bad", &garbage);
+    let mut odd = layout_1_0("odd");
+    odd["status"] = json!("SLEEPING");
+    let odd = serde_json::to_vec(&odd).unwrap();
+    raw_put(dir.path(), "actors", "odd", &odd);
+    // A record filed under another actor's key is not that actor.
+    raw_put(
+        dir.path(),
+        "actors",
+        "moved",
+        &serde_json::to_vec(&layout_1_0("other")).unwrap(),
+    );
+
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.quarantined(), ["bad", "moved", "odd"]);
+        let ids: Vec<String> = store.list().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["good", "zz-good"]);
+        assert_eq!(store.len(), 2);
+        assert!(store.get("bad").unwrap().is_none());
+        assert!(store.is_quarantined("odd") && !store.is_quarantined("good"));
+        // Its id stays taken, so that nothing takes over its files.
+        assert!(store.contains("bad").unwrap());
+        assert!(matches!(
+            store.insert_new(&rec("bad"), "created").await,
+            Err(StoreError::Exists(_))
+        ));
+        // The others are served as before.
+        let mut g = store.get("good").unwrap().unwrap();
+        g.status = ActorStatus::Running;
+        store.save(&g, None).await.unwrap();
+    }
+    // Kept byte for byte, not deleted.
+    assert_eq!(raw_get(dir.path(), "quarantine", "bad").unwrap(), garbage);
+    assert_eq!(raw_get(dir.path(), "quarantine", "odd").unwrap(), odd);
+    assert!(raw_get(dir.path(), "actors", "bad").is_none());
+
+    // A reopen finds them still in quarantine, once each; a record that
+    // reads now (a daemon that knows its layout) is moved back.
+    raw_put(
+        dir.path(),
+        "quarantine",
+        "odd",
+        &serde_json::to_vec(&layout_1_0("odd")).unwrap(),
+    );
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.quarantined(), ["bad", "moved"]);
+    assert_eq!(
+        store.get("odd").unwrap().unwrap().status,
+        ActorStatus::Suspended
+    );
+    assert_eq!(
+        store.get("good").unwrap().unwrap().status,
+        ActorStatus::Running
+    );
+    assert_eq!(store.len(), 3);
+}
+
+#[test]
+fn a_second_unreadable_record_under_a_quarantined_key_does_not_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    raw_put(dir.path(), "quarantine", "bad", b"first");
+    raw_put(dir.path(), "actors", "bad", b"second");
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.quarantined(), ["bad", "bad~1"]);
+    drop(store);
+    assert_eq!(raw_get(dir.path(), "quarantine", "bad").unwrap(), b"first");
+    assert_eq!(
+        raw_get(dir.path(), "quarantine", "bad~1").unwrap(),
+        b"second"
+    );
 }
