@@ -117,6 +117,11 @@ impl<R: Runtime> ActorService<R> {
             // actor reuses container ids: look again under the actor's
             // lock, which its steps hold while they start a container.
             let actor = c.id.split('_').next().unwrap_or_default().to_string();
+            // A record in quarantine may name it: kept, like its files.
+            if self.store.is_quarantined(&actor) {
+                tracing::warn!(container = %c.id, actor = %actor, "leaving alone a runsc container of an actor whose record is in quarantine");
+                continue;
+            }
             let _guard = self.locks.lock(&actor).await;
             let record = self.store.get(&actor)?;
             if record.is_none() {

@@ -733,3 +733,69 @@ async fn requests_for_unknown_actors_leave_no_lock_behind() {
     }
     assert_eq!(svc.locks.keys(), locks);
 }
+
+/// A record that cannot be read is set aside at start: health says
+/// degraded and names it, what it owns (files, a running sandbox) is kept,
+/// its id is not reused, and the other actors are served.
+#[tokio::test]
+async fn a_record_in_quarantine_degrades_health_and_keeps_what_it_owns() {
+    use ActorStatus::*;
+    let env = Env::new();
+    {
+        let store = env.store();
+        for id in ["good", "bad"] {
+            let r = env.record(id, Running, Some(&format!("{id}_1")));
+            store.save(&r, None).await.unwrap();
+        }
+    }
+    {
+        let db = sled::open(env.dir.path().join("db")).unwrap();
+        let actors = db.open_tree("actors").unwrap();
+        actors
+            .insert("bad", &b"{\"schemaVersion\":1,\"id\""[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    for c in ["good_1", "bad_1"] {
+        env.fake.state().containers.insert(c.to_string(), true);
+    }
+    let owned = [
+        "snapshots/bad/snap-000001",
+        "volumes/bad/data",
+        "bundles/bad",
+    ];
+    for d in owned {
+        std::fs::create_dir_all(env.dir.path().join(d)).unwrap();
+    }
+    std::fs::create_dir_all(env.dir.path().join("logs")).unwrap();
+    std::fs::write(env.dir.path().join("logs/bad.log"), b"out").unwrap();
+
+    let svc = env.service(env.store());
+    let report = svc.reconcile().await.unwrap();
+    assert!(report.removed_containers.is_empty(), "{report:?}");
+    assert!(report.removed_dirs.is_empty(), "{report:?}");
+    assert_eq!(env.fake.running(), ["bad_1", "good_1"]);
+    for d in owned {
+        assert!(env.dir.path().join(d).is_dir(), "{d}");
+    }
+    assert!(env.dir.path().join("logs/bad.log").is_file());
+
+    let h = svc.health().unwrap();
+    assert_eq!(h.status, "degraded");
+    assert_eq!(
+        h.quarantined,
+        Some(Quarantined {
+            count: 1,
+            ids: vec!["bad".into()]
+        })
+    );
+    assert_eq!(h.actors[&Running], 1);
+    assert_eq!(svc.get("good").unwrap().status, Running);
+    assert!(matches!(svc.get("bad"), Err(ServiceError::NotFound(_))));
+    assert!(matches!(
+        svc.create(env.request("bad")).await,
+        Err(ServiceError::AlreadyExists(_))
+    ));
+    // The others are served as before.
+    assert_eq!(svc.stop("good").await.unwrap().status, Stopped);
+}
