@@ -6,6 +6,7 @@ use crate::images::extract::ExtractError;
 use crate::images::ImageError;
 use crate::runsc::RuntimeError;
 use crate::service::ServiceError;
+use crate::snapshots::SnapshotError;
 
 /// An error as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,11 @@ pub fn error_code(e: &ServiceError) -> ErrorCode {
         ServiceError::AlreadyExists(_)
         | ServiceError::Transition { .. }
         | ServiceError::RuntimeMismatch { .. }
+        // Like a snapshot of another runsc: the node cannot resume it.
+        | ServiceError::Snapshot {
+            source: SnapshotError::Newer { .. },
+            ..
+        }
         | ServiceError::Image(ImageError::InUse { .. }) => ErrorCode::Conflict,
         ServiceError::Unavailable(_)
         | ServiceError::Runtime {
@@ -172,6 +178,27 @@ mod tests {
                     installed: "2".into(),
                 },
                 409,
+            ),
+            (
+                ServiceError::Snapshot {
+                    context: "resuming actor a".into(),
+                    source: SnapshotError::Newer {
+                        path: "/s/a/s1".into(),
+                        found: crate::store::Version::new(2, 0),
+                        supported: crate::snapshots::MANIFEST_VERSION,
+                    },
+                },
+                409,
+            ),
+            (
+                ServiceError::Snapshot {
+                    context: "resuming actor a".into(),
+                    source: SnapshotError::Corrupt {
+                        path: "/s/a/s1".into(),
+                        detail: "manifest: EOF".into(),
+                    },
+                },
+                500,
             ),
             (ServiceError::Unavailable("draining".into()), 503),
             (

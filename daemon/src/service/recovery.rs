@@ -545,9 +545,16 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// A snapshot that was renamed into place but not recorded: kept if its
-    /// manifest and files check out in full.
+    /// manifest and files check out in full, or if its manifest is of a
+    /// newer major (see [`Self::keep_foreign_snapshot`]).
     pub(super) fn recover_snapshot(&self, id: &str, snap_id: &str) -> Option<SnapshotRecord> {
-        let manifest = self.snapshots.manifest(id, snap_id).ok()?;
+        let manifest = match self.snapshots.manifest(id, snap_id) {
+            Ok(m) => m,
+            Err(e @ SnapshotError::Newer { .. }) => {
+                return self.keep_foreign_snapshot(id, snap_id, &e);
+            }
+            Err(_) => return None,
+        };
         if let Err(e) = self.snapshots.verify(&manifest, true) {
             tracing::warn!(actor = %id, snapshot = %snap_id, error = %e, "discarding an unverifiable snapshot");
             let _ = self.snapshots.remove(id, snap_id);

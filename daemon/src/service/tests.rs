@@ -799,3 +799,61 @@ async fn a_record_in_quarantine_degrades_health_and_keeps_what_it_owns() {
     // The others are served as before.
     assert_eq!(svc.stop("good").await.unwrap().status, Stopped);
 }
+
+/// A snapshot whose manifest is of a newer major (a newer atelet wrote it)
+/// is refused on resume with both versions, the actor left as it was; and
+/// recovery keeps such a snapshot on record rather than sweep it.
+#[tokio::test]
+async fn a_snapshot_of_a_newer_manifest_major_is_refused_on_resume_and_kept() {
+    use ActorStatus::*;
+    let env = Env::new();
+    let store = env.store();
+    let snaps = env.snapshots();
+    // A suspend cut short after the rename: committed on disk, not on record.
+    let mut r = env.record("s", Suspending, Some("s_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    let p = snaps.begin("s", "snap-000001").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"image").unwrap();
+    snaps
+        .commit(
+            &p,
+            "h".into(),
+            "fake-1".into(),
+            "2025-01-01T00:00:00Z".into(),
+        )
+        .unwrap();
+    let path = snaps
+        .dir("s", "snap-000001")
+        .join(crate::snapshots::MANIFEST);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["version"] = serde_json::json!(2);
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+
+    let svc = env.service(store);
+    svc.reconcile().await.unwrap();
+    let s = svc.get("s").unwrap();
+    assert_eq!(s.status, Suspended, "{}", s.status_message);
+    assert_eq!(s.latest_snapshot.as_deref(), Some("snap-000001"));
+    assert_eq!(s.snapshots[0].created_at, "2025-01-01T00:00:00Z");
+    assert_eq!(snaps.entries("s").unwrap(), ["snap-000001"]);
+
+    let err = svc.resume("s").await.unwrap_err();
+    assert_eq!(
+        crate::error::error_code(&err),
+        atelet_api::ErrorCode::Conflict
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("manifest version 2.0") && msg.contains("1.0"),
+        "{msg}"
+    );
+    assert_eq!(svc.get("s").unwrap(), s);
+    assert_eq!(snaps.entries("s").unwrap(), ["snap-000001"]);
+    assert!(!env
+        .fake
+        .state()
+        .calls
+        .iter()
+        .any(|c| c.starts_with("restore")));
+}
