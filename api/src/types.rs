@@ -290,12 +290,30 @@ pub struct RuntimeInfo {
 /// Body of `GET /v1/healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok`, or `degraded` when runsc is unusable (lifecycle calls then answer 503).
+    /// `ok`, or `degraded` when runsc is unusable (lifecycle calls then
+    /// answer 503), when actors wait for a deferred recovery, or when actor
+    /// records are in quarantine.
     pub status: String,
     /// The runsc in use.
     pub runsc: RuntimeInfo,
     /// Number of actors in each status (every status present, zeros included).
     pub actors: BTreeMap<ActorStatus, u64>,
+    /// Actor records the daemon could not read at start, set aside; absent
+    /// when there are none, so that clients older than the field read the
+    /// body as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<Quarantined>,
+}
+
+/// Actor records in quarantine: kept, not served, their ids not reusable
+/// until an operator deals with them (docs/failure-modes.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// How many.
+    pub count: u64,
+    /// Their keys, sorted: the actor id, or `<id>~N` for a later record
+    /// set aside under an id already in quarantine.
+    pub ids: Vec<String>,
 }
 
 /// One lifecycle transition, as `GET /v1/events` streams it (one JSON object per line).

@@ -269,7 +269,15 @@ async fn health(client: &Client, format: DocFormat) -> Result<(), Failure> {
         DocFormat::Yaml => output::yaml(&h),
     })?;
     if h.status != "ok" {
-        let why = h.runsc.error.as_deref().unwrap_or("runsc is unusable");
+        let why = match (&h.runsc.error, &h.runsc.version, &h.quarantined) {
+            (Some(e), _, _) => e.clone(),
+            (None, Some(_), Some(q)) => format!(
+                "{} actor record(s) in quarantine: {}",
+                q.count,
+                q.ids.join(", ")
+            ),
+            _ => "runsc is unusable".to_string(),
+        };
         return Err(Failure::Degraded(format!("node is {}: {why}", h.status)));
     }
     Ok(())

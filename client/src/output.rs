@@ -234,8 +234,16 @@ pub fn health_text(h: &Health) -> String {
     } else {
         counts.join(", ")
     };
+    let quarantined = match &h.quarantined {
+        Some(q) => format!(
+            "records: {} in quarantine ({})\n",
+            q.count,
+            q.ids.join(", ")
+        ),
+        None => String::new(),
+    };
     format!(
-        "status:  {}\nrunsc:   {runsc}\nactors:  {actors}\n",
+        "status:  {}\nrunsc:   {runsc}\nactors:  {actors}\n{quarantined}",
         h.status
     )
 }
@@ -442,6 +450,15 @@ ffffffffffff   2.1MiB   1        0        2m    -
         assert_eq!(
             health_text(&h),
             "status:  degraded\nrunsc:   unusable (/usr/bin/runsc): not found on PATH\nactors:  none\n"
+        );
+        h.quarantined = Some(atelet_api::Quarantined {
+            count: 2,
+            ids: vec!["a".into(), "b".into()],
+        });
+        assert!(
+            health_text(&h).ends_with("actors:  none\nrecords: 2 in quarantine (a, b)\n"),
+            "{}",
+            health_text(&h)
         );
     }
 

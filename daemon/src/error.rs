@@ -5,6 +5,7 @@ use atelet_api::{ErrorBody, ErrorCode};
 use crate::images::ImageError;
 use crate::runsc::RuntimeError;
 use crate::service::ServiceError;
+use crate::snapshots::SnapshotError;
 
 /// An error as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +65,12 @@ pub fn error_code(e: &ServiceError) -> ErrorCode {
         ServiceError::Forbidden(_) => ErrorCode::Unauthorized,
         ServiceError::AlreadyExists(_)
         | ServiceError::Transition { .. }
-        | ServiceError::RuntimeMismatch { .. } => ErrorCode::Conflict,
+        | ServiceError::RuntimeMismatch { .. }
+        // Like a snapshot of another runsc: the node cannot resume it.
+        | ServiceError::Snapshot {
+            source: SnapshotError::Newer { .. },
+            ..
+        } => ErrorCode::Conflict,
         ServiceError::Unavailable(_)
         | ServiceError::Runtime {
             source: RuntimeError::Unavailable(_),
@@ -237,6 +243,27 @@ mod tests {
                     installed: "2".into(),
                 },
                 409,
+            ),
+            (
+                ServiceError::Snapshot {
+                    context: "resuming actor a".into(),
+                    source: SnapshotError::Newer {
+                        path: "/s/a/s1".into(),
+                        found: crate::store::Version::new(2, 0),
+                        supported: crate::snapshots::MANIFEST_VERSION,
+                    },
+                },
+                409,
+            ),
+            (
+                ServiceError::Snapshot {
+                    context: "resuming actor a".into(),
+                    source: SnapshotError::Corrupt {
+                        path: "/s/a/s1".into(),
+                        detail: "manifest: EOF".into(),
+                    },
+                },
+                500,
             ),
             (ServiceError::Unavailable("draining".into()), 503),
             (

@@ -16,9 +16,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::fsutil::{hex, remove_dir_if_exists};
+use crate::store::schema::Version;
 
-/// Manifest layout version.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Manifest layout, under the rule of the store's records
+/// ([`crate::store::schema`]): a newer minor is read (unknown fields
+/// ignored), a newer major refused. `version` holds the major, the one
+/// field older daemons check; `minor` is written only when not 0, as
+/// daemons before this rule refused unknown manifest fields.
+pub const MANIFEST_VERSION: Version = Version::new(1, 0);
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// Prefix of directories being written.
@@ -43,6 +48,17 @@ pub enum SnapshotError {
         /// What does not match.
         detail: String,
     },
+    /// The manifest is of a newer major layout: this daemon cannot tell
+    /// what the snapshot holds, the newer one that wrote it can.
+    #[error("snapshot {path} has manifest version {found}, newer than the {supported} this atelet reads: it was written by a newer atelet, which can resume it")]
+    Newer {
+        /// The snapshot dir.
+        path: PathBuf,
+        /// The manifest's version.
+        found: Version,
+        /// What this daemon reads.
+        supported: Version,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -64,12 +80,15 @@ pub struct ManifestFile {
     pub sha256: String,
 }
 
-/// `manifest.json`.
+/// `manifest.json`. Unknown fields are ignored: they are a newer minor's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    /// [`MANIFEST_VERSION`].
+    /// Major of [`MANIFEST_VERSION`] when written.
     pub version: u32,
+    /// Minor of [`MANIFEST_VERSION`] when written; absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub minor: u32,
     /// Whose snapshot.
     pub actor_id: String,
     /// Its id.
@@ -82,6 +101,24 @@ pub struct Manifest {
     pub created_at: String,
     /// Every file but the manifest.
     pub files: Vec<ManifestFile>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What can be told of a snapshot whose manifest is of a newer major:
+/// enough to keep it on record for the daemon that can read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Foreign {
+    /// The manifest's version.
+    pub version: Version,
+    /// `createdAt`, if the manifest has it as a string.
+    pub created_at: Option<String>,
+    /// `runscVersion`, if the manifest has it as a string.
+    pub runsc_version: Option<String>,
+    /// Bytes of the files in the snapshot dir, manifest included.
+    pub size_bytes: u64,
 }
 
 /// What a committed snapshot is, for the record.
@@ -196,7 +233,8 @@ impl SnapshotStore {
                     });
                 }
                 let manifest = Manifest {
-                    version: MANIFEST_VERSION,
+                    version: MANIFEST_VERSION.major,
+                    minor: MANIFEST_VERSION.minor,
                     actor_id: pending.actor_id.clone(),
                     snapshot_id: pending.snapshot_id.clone(),
                     spec_hash,
@@ -247,11 +285,26 @@ impl SnapshotStore {
         })
     }
 
-    /// Reads a committed snapshot's manifest.
+    /// Reads a committed snapshot's manifest, of any layout this daemon
+    /// knows; one of a newer major is refused with both versions.
     pub fn manifest(&self, actor_id: &str, snapshot_id: &str) -> Result<Manifest, SnapshotError> {
         let dir = self.dir(actor_id, snapshot_id);
-        let path = dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let (bytes, found) = read_manifest(&dir)?;
+        if !MANIFEST_VERSION.reads(found) {
+            return Err(SnapshotError::Newer {
+                path: dir,
+                found,
+                supported: MANIFEST_VERSION,
+            });
+        }
+        if found.major < MANIFEST_VERSION.major {
+            // Each major bump adds the upgrade of the older layout here;
+            // major 1 is the first ever written.
+            return Err(SnapshotError::Corrupt {
+                path: dir,
+                detail: format!("manifest version {found} was never written by atelet"),
+            });
+        }
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
             path: dir.clone(),
             detail: format!("manifest: {e}"),
@@ -266,6 +319,33 @@ impl SnapshotStore {
             });
         }
         Ok(m)
+    }
+
+    /// What can be told of a snapshot whose manifest is of a newer major
+    /// (see [`SnapshotStore::manifest`]), read without regard to its
+    /// layout but for the version.
+    pub fn foreign(&self, actor_id: &str, snapshot_id: &str) -> Result<Foreign, SnapshotError> {
+        let dir = self.dir(actor_id, snapshot_id);
+        let (bytes, version) = read_manifest(&dir)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
+                path: dir.clone(),
+                detail: format!("manifest: {e}"),
+            })?;
+        let text = |field: &str| v.get(field).and_then(|f| f.as_str()).map(str::to_string);
+        let mut size_bytes = 0;
+        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let meta = entry.and_then(|e| e.metadata()).map_err(io_err(&dir))?;
+            if meta.is_file() {
+                size_bytes += meta.len();
+            }
+        }
+        Ok(Foreign {
+            version,
+            created_at: text("createdAt"),
+            runsc_version: text("runscVersion"),
+            size_bytes,
+        })
     }
 
     /// Checks that every file has the size the manifest says (cheap; the
@@ -310,6 +390,23 @@ impl SnapshotStore {
     pub fn entries(&self, actor_id: &str) -> Result<Vec<String>, SnapshotError> {
         list_dir(&self.actor_dir(actor_id))
     }
+}
+
+/// The manifest's bytes and the version it says it is.
+fn read_manifest(dir: &Path) -> Result<(Vec<u8>, Version), SnapshotError> {
+    #[derive(Deserialize)]
+    struct Header {
+        version: u32,
+        #[serde(default)]
+        minor: u32,
+    }
+    let path = dir.join(MANIFEST);
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let h: Header = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
+        path: dir.to_path_buf(),
+        detail: format!("manifest: {e}"),
+    })?;
+    Ok((bytes, Version::new(h.version, h.minor)))
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<String>, SnapshotError> {
@@ -395,6 +492,84 @@ mod tests {
         store.verify(&m, false).unwrap();
         assert!(matches!(
             store.verify(&m, true),
+            Err(SnapshotError::Corrupt { .. })
+        ));
+    }
+
+    /// A committed snapshot `a/s1` whose manifest `edit` then rewrites.
+    fn with_manifest(
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> (tempfile::TempDir, SnapshotStore) {
+        let root = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::new(root.path().to_path_buf());
+        let p = store.begin("a", "s1").unwrap();
+        std::fs::write(p.dir.join("checkpoint.img"), b"image").unwrap();
+        store
+            .commit(&p, "h".into(), "v1".into(), "2025-01-01T00:00:00Z".into())
+            .unwrap();
+        let path = store.dir("a", "s1").join(MANIFEST);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        (root, store)
+    }
+
+    #[test]
+    fn what_is_written_is_read_by_daemons_before_the_version_rule() {
+        let (_root, store) = with_manifest(|v| {
+            // As written: 1.0, no `minor` (they refused unknown fields).
+            assert_eq!(v["version"], 1);
+            assert!(v.get("minor").is_none(), "{v}");
+        });
+        let m = store.manifest("a", "s1").unwrap();
+        assert_eq!((m.version, m.minor), (1, 0));
+    }
+
+    #[test]
+    fn a_manifest_of_a_newer_major_is_refused_naming_both_versions() {
+        let (_root, store) = with_manifest(|v| {
+            v["version"] = serde_json::json!(2);
+            v["minor"] = serde_json::json!(1);
+            v["files"] = serde_json::json!({"layout": "changed"});
+        });
+        let err = store.manifest("a", "s1").unwrap_err();
+        assert!(
+            matches!(&err, SnapshotError::Newer { found, supported, .. }
+                if *found == Version::new(2, 1) && *supported == MANIFEST_VERSION),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("2.1") && msg.contains("1.0"), "{msg}");
+        // Enough is told of it to keep it on record.
+        let f = store.foreign("a", "s1").unwrap();
+        assert_eq!(f.version, Version::new(2, 1));
+        assert_eq!(f.created_at.as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert_eq!(f.runsc_version.as_deref(), Some("v1"));
+        let manifest_len = std::fs::metadata(store.dir("a", "s1").join(MANIFEST))
+            .unwrap()
+            .len();
+        assert_eq!(f.size_bytes, 5 + manifest_len);
+    }
+
+    #[test]
+    fn a_manifest_of_a_newer_minor_with_unknown_fields_is_read() {
+        let (_root, store) = with_manifest(|v| {
+            v["minor"] = serde_json::json!(4);
+            v["compression"] = serde_json::json!("zstd");
+            v["files"][0]["mode"] = serde_json::json!(384);
+        });
+        let m = store.manifest("a", "s1").unwrap();
+        assert_eq!(m.minor, 4);
+        assert_eq!(m.runsc_version, "v1");
+        store.verify(&m, true).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_of_a_major_never_written_is_corrupt() {
+        let (_root, store) = with_manifest(|v| v["version"] = serde_json::json!(0));
+        assert!(matches!(
+            store.manifest("a", "s1"),
             Err(SnapshotError::Corrupt { .. })
         ));
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use atelet_api::validate::ValidationError;
 use atelet_api::{
     validate_actor_id, validate_create, Actor, ActorStatus, CreateActorRequest, Event, Health,
-    Image, Op,
+    Image, Op, Quarantined,
 };
 use tokio::sync::{broadcast, oneshot, RwLock};
 
@@ -281,13 +281,18 @@ impl<R: Runtime> ActorService<R> {
         })?)
     }
 
-    /// Health: runsc and actor counts.
+    /// Health: runsc, actor counts, and the records in quarantine.
     pub fn health(&self) -> Result<Health> {
         let runsc = self.runtime.info();
         let (actors, _) = self.status_counts();
+        let quarantined = self.store.quarantined();
         Ok(Health {
-            // Degraded also while actors wait for a deferred recovery.
-            status: if runsc.version.is_some() && self.unrecovered_count() == 0 {
+            // Degraded also while actors wait for a deferred recovery, and
+            // while records are in quarantine (an actor is not served).
+            status: if runsc.version.is_some()
+                && self.unrecovered_count() == 0
+                && quarantined.is_empty()
+            {
                 "ok"
             } else {
                 "degraded"
@@ -295,6 +300,10 @@ impl<R: Runtime> ActorService<R> {
             .to_string(),
             runsc,
             actors,
+            quarantined: (!quarantined.is_empty()).then(|| Quarantined {
+                count: quarantined.len() as u64,
+                ids: quarantined.to_vec(),
+            }),
         })
     }
 

@@ -117,6 +117,11 @@ impl<R: Runtime> ActorService<R> {
             // actor reuses container ids: look again under the actor's
             // lock, which its steps hold while they start a container.
             let actor = c.id.split('_').next().unwrap_or_default().to_string();
+            // A record in quarantine may name it: kept, like its files.
+            if self.store.is_quarantined(&actor) {
+                tracing::warn!(container = %c.id, actor = %actor, "leaving alone a runsc container of an actor whose record is in quarantine");
+                continue;
+            }
             let _guard = self.locks.lock(&actor).await;
             let record = self.store.get(&actor)?;
             if record.is_none() {
@@ -540,9 +545,16 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// A snapshot that was renamed into place but not recorded: kept if its
-    /// manifest and files check out in full.
+    /// manifest and files check out in full, or if its manifest is of a
+    /// newer major (see [`Self::keep_foreign_snapshot`]).
     pub(super) fn recover_snapshot(&self, id: &str, snap_id: &str) -> Option<SnapshotRecord> {
-        let manifest = self.snapshots.manifest(id, snap_id).ok()?;
+        let manifest = match self.snapshots.manifest(id, snap_id) {
+            Ok(m) => m,
+            Err(e @ SnapshotError::Newer { .. }) => {
+                return self.keep_foreign_snapshot(id, snap_id, &e);
+            }
+            Err(_) => return None,
+        };
         if let Err(e) = self.snapshots.verify(&manifest, true) {
             tracing::warn!(actor = %id, snapshot = %snap_id, error = %e, "discarding an unverifiable snapshot");
             let _ = self.snapshots.remove(id, snap_id);

@@ -381,6 +381,32 @@ impl<R: Runtime> ActorService<R> {
             duration_ms = t0.elapsed().as_millis() as u64, "resumed");
         Ok(rec.to_api())
     }
+
+    /// A snapshot of a newer atelet (its manifest is of a newer major) is
+    /// recorded unverified rather than taken for a half-written one and
+    /// swept: that atelet can resume it, and a resume here answers why it
+    /// cannot.
+    pub(super) fn keep_foreign_snapshot(
+        &self,
+        id: &str,
+        snap_id: &str,
+        why: &SnapshotError,
+    ) -> Option<SnapshotRecord> {
+        tracing::warn!(actor = %id, snapshot = %snap_id, error = %why, "keeping on record a snapshot this daemon cannot read");
+        let f = match self.snapshots.foreign(id, snap_id) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(actor = %id, snapshot = %snap_id, error = %e, "cannot size the snapshot; not recorded");
+                return None;
+            }
+        };
+        Some(SnapshotRecord {
+            id: snap_id.to_string(),
+            created_at: f.created_at.unwrap_or_else(now_rfc3339),
+            size_bytes: f.size_bytes,
+            runsc_version: f.runsc_version.unwrap_or_default(),
+        })
+    }
 }
 
 #[cfg(test)]

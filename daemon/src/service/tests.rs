@@ -733,3 +733,127 @@ async fn requests_for_unknown_actors_leave_no_lock_behind() {
     }
     assert_eq!(svc.locks.keys(), locks);
 }
+
+/// A record that cannot be read is set aside at start: health says
+/// degraded and names it, what it owns (files, a running sandbox) is kept,
+/// its id is not reused, and the other actors are served.
+#[tokio::test]
+async fn a_record_in_quarantine_degrades_health_and_keeps_what_it_owns() {
+    use ActorStatus::*;
+    let env = Env::new();
+    {
+        let store = env.store();
+        for id in ["good", "bad"] {
+            let r = env.record(id, Running, Some(&format!("{id}_1")));
+            store.save(&r, None).await.unwrap();
+        }
+    }
+    {
+        let db = sled::open(env.dir.path().join("db")).unwrap();
+        let actors = db.open_tree("actors").unwrap();
+        actors
+            .insert("bad", &b"{\"schemaVersion\":1,\"id\""[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    for c in ["good_1", "bad_1"] {
+        env.fake.state().containers.insert(c.to_string(), true);
+    }
+    let owned = [
+        "snapshots/bad/snap-000001",
+        "volumes/bad/data",
+        "bundles/bad",
+    ];
+    for d in owned {
+        std::fs::create_dir_all(env.dir.path().join(d)).unwrap();
+    }
+    std::fs::create_dir_all(env.dir.path().join("logs")).unwrap();
+    std::fs::write(env.dir.path().join("logs/bad.log"), b"out").unwrap();
+
+    let svc = env.service(env.store());
+    let report = svc.reconcile().await.unwrap();
+    assert!(report.removed_containers.is_empty(), "{report:?}");
+    assert!(report.removed_dirs.is_empty(), "{report:?}");
+    assert_eq!(env.fake.running(), ["bad_1", "good_1"]);
+    for d in owned {
+        assert!(env.dir.path().join(d).is_dir(), "{d}");
+    }
+    assert!(env.dir.path().join("logs/bad.log").is_file());
+
+    let h = svc.health().unwrap();
+    assert_eq!(h.status, "degraded");
+    assert_eq!(
+        h.quarantined,
+        Some(Quarantined {
+            count: 1,
+            ids: vec!["bad".into()]
+        })
+    );
+    assert_eq!(h.actors[&Running], 1);
+    assert_eq!(svc.get("good").unwrap().status, Running);
+    assert!(matches!(svc.get("bad"), Err(ServiceError::NotFound(_))));
+    assert!(matches!(
+        svc.create(env.request("bad")).await,
+        Err(ServiceError::AlreadyExists(_))
+    ));
+    // The others are served as before.
+    assert_eq!(svc.stop("good").await.unwrap().status, Stopped);
+}
+
+/// A snapshot whose manifest is of a newer major (a newer atelet wrote it)
+/// is refused on resume with both versions, the actor left as it was; and
+/// recovery keeps such a snapshot on record rather than sweep it.
+#[tokio::test]
+async fn a_snapshot_of_a_newer_manifest_major_is_refused_on_resume_and_kept() {
+    use ActorStatus::*;
+    let env = Env::new();
+    let store = env.store();
+    let snaps = env.snapshots();
+    // A suspend cut short after the rename: committed on disk, not on record.
+    let mut r = env.record("s", Suspending, Some("s_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    let p = snaps.begin("s", "snap-000001").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"image").unwrap();
+    snaps
+        .commit(
+            &p,
+            "h".into(),
+            "fake-1".into(),
+            "2025-01-01T00:00:00Z".into(),
+        )
+        .unwrap();
+    let path = snaps
+        .dir("s", "snap-000001")
+        .join(crate::snapshots::MANIFEST);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["version"] = serde_json::json!(2);
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+
+    let svc = env.service(store);
+    svc.reconcile().await.unwrap();
+    let s = svc.get("s").unwrap();
+    assert_eq!(s.status, Suspended, "{}", s.status_message);
+    assert_eq!(s.latest_snapshot.as_deref(), Some("snap-000001"));
+    assert_eq!(s.snapshots[0].created_at, "2025-01-01T00:00:00Z");
+    assert_eq!(snaps.entries("s").unwrap(), ["snap-000001"]);
+
+    let err = svc.resume("s").await.unwrap_err();
+    assert_eq!(
+        crate::error::error_code(&err),
+        atelet_api::ErrorCode::Conflict
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("manifest version 2.0") && msg.contains("1.0"),
+        "{msg}"
+    );
+    assert_eq!(svc.get("s").unwrap(), s);
+    assert_eq!(snaps.entries("s").unwrap(), ["snap-000001"]);
+    assert!(!env
+        .fake
+        .state()
+        .calls
+        .iter()
+        .any(|c| c.starts_with("restore")));
+}

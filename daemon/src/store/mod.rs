@@ -1,21 +1,30 @@
-//! The sled store: actor records and the event log (DESIGN §4, §7).
+//! The sled store: actor records and the event log.
 //!
 //! Every write of a record goes with the event it causes in one sled
 //! transaction, and is flushed before the caller goes on, so that what the
 //! API answered is what a restarted daemon finds.
+//!
+//! What is written is the persisted form of [`schema`], converted from and
+//! to the in-memory [`ActorRecord`] here, so that the API's types can
+//! change without making stored records unreadable. A record that cannot be
+//! read at start is moved aside into the `quarantine` tree (kept, not
+//! deleted) and the others load; one written by a newer major layout stops
+//! the start instead (see [`schema`] for the rule).
+
+mod convert;
+mod quarantine;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use atelet_api::{Actor, ActorSpec, ActorStatus, Event, SandboxInfo, SnapshotInfo, TemplateRef};
-use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::broadcast;
 
-/// Version of the persisted record layout; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use schema::{Version, RECORD_VERSION};
 
 /// Events kept in sled; older ones are trimmed at start.
 const EVENTS_KEPT: u64 = 100_000;
@@ -26,7 +35,7 @@ pub enum StoreError {
     /// sled failed.
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
-    /// A record could not be (de)serialised.
+    /// A record or an event could not be (de)serialised.
     #[error("store: record {key}: {source}")]
     Codec {
         /// The key.
@@ -34,13 +43,24 @@ pub enum StoreError {
         /// serde's message.
         source: serde_json::Error,
     },
-    /// A record was written by a newer daemon.
-    #[error("store: record {key} has schema version {found}, this daemon reads {SCHEMA_VERSION}")]
+    /// A record was written by a daemon of a newer major layout: reading
+    /// it could misread it, so the daemon does not start on it.
+    #[error("store: record {key} has schema version {found}, newer than the {supported} this atelet reads: it was written by a newer atelet, which must be run on this state dir")]
     Schema {
         /// The key.
         key: String,
         /// Its version.
-        found: u32,
+        found: Version,
+        /// What this daemon reads.
+        supported: Version,
+    },
+    /// A record is not in any layout this daemon knows (corrupt).
+    #[error("store: record {key} cannot be read: {detail}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        detail: String,
     },
     /// `insert_new` found the id taken.
     #[error("actor {0} already exists")]
@@ -48,8 +68,7 @@ pub enum StoreError {
 }
 
 /// The runsc container that runs (or is being started for) an actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRecord {
     /// runsc container id: `<actor>_<incarnation>.<node>` (see `service::container_id`).
     pub id: String,
@@ -60,8 +79,7 @@ pub struct ContainerRecord {
 }
 
 /// A committed snapshot, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
     /// Directory name under the actor's snapshot dir.
     pub id: String,
@@ -75,19 +93,16 @@ pub struct SnapshotRecord {
 
 /// Operations that are not visible as a status of their own, recorded so
 /// that crash recovery can finish them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingOp {
     /// The sandbox is being killed for a stop.
     Stop,
 }
 
-/// What sled holds per actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What the store keeps per actor, as the service works with it (sled
+/// holds its [`schema::Actor`] form).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActorRecord {
-    /// [`SCHEMA_VERSION`] at write time.
-    pub schema_version: u32,
     /// The actor id.
     pub id: String,
     /// As created.
@@ -119,7 +134,6 @@ pub struct ActorRecord {
     /// Manifest digest of the cached image the actor was last started
     /// from (`None` for `dir:` images and older records): the image cache
     /// keeps it while the record exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
 }
 
@@ -127,7 +141,6 @@ impl ActorRecord {
     /// A new CREATED record.
     pub fn new(id: String, template: TemplateRef, spec: ActorSpec, now: String) -> ActorRecord {
         ActorRecord {
-            schema_version: SCHEMA_VERSION,
             id,
             template,
             spec,
@@ -234,6 +247,10 @@ pub struct Store {
     last_seq: AtomicU64,
     /// A summary of every record, kept in step with the writes.
     index: Mutex<HashMap<String, Summary>>,
+    /// Records that could not be read at start, moved aside under their key.
+    quarantine: sled::Tree,
+    /// Its keys, sorted (it only changes at start).
+    quarantined: Vec<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -242,31 +259,32 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Reads the record under `key`, of any layout this daemon knows.
 fn decode(key: &[u8], bytes: &[u8]) -> Result<ActorRecord, StoreError> {
-    let key_text = String::from_utf8_lossy(key).into_owned();
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Versioned {
-        schema_version: u32,
-    }
-    let v: Versioned = serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
-        key: key_text.clone(),
-        source,
+    let key_text = || String::from_utf8_lossy(key).into_owned();
+    let stored = schema::decode_actor(bytes).map_err(|e| match e {
+        schema::DecodeError::Newer { found, supported } => StoreError::Schema {
+            key: key_text(),
+            found,
+            supported,
+        },
+        schema::DecodeError::Invalid(detail) => StoreError::Invalid {
+            key: key_text(),
+            detail,
+        },
     })?;
-    if v.schema_version != SCHEMA_VERSION {
-        return Err(StoreError::Schema {
-            key: key_text,
-            found: v.schema_version,
+    if stored.id.as_bytes() != key {
+        return Err(StoreError::Invalid {
+            key: key_text(),
+            detail: format!("it names actor {:?}", stored.id),
         });
     }
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
-        key: key_text,
-        source,
-    })
+    Ok(stored.into())
 }
 
+/// The bytes of a record, in the current layout.
 fn encode(rec: &ActorRecord) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(rec).map_err(|source| StoreError::Codec {
+    serde_json::to_vec(&schema::Actor::from(rec)).map_err(|source| StoreError::Codec {
         key: rec.id.clone(),
         source,
     })
@@ -294,12 +312,9 @@ impl Store {
                 events.remove(k)?;
             }
         }
-        let mut index = HashMap::new();
-        for kv in actors.iter() {
-            let (k, v) = kv?;
-            let rec = decode(&k, &v)?;
-            index.insert(rec.id.clone(), Summary::of(&rec));
-        }
+        let quarantine = db.open_tree(quarantine::TREE)?;
+        let (index, quarantined) = quarantine::load(&actors, &quarantine)?;
+        db.flush()?;
         let (feed, _) = broadcast::channel(1024);
         Ok(Store {
             db,
@@ -309,6 +324,8 @@ impl Store {
             feed,
             last_seq: AtomicU64::new(next - 1),
             index: Mutex::new(index),
+            quarantine,
+            quarantined,
         })
     }
 
@@ -320,9 +337,25 @@ impl Store {
         }
     }
 
-    /// Whether a record exists, without decoding it.
+    /// Whether the id is taken, without decoding: by a record, or by one
+    /// in quarantine (whose files are kept, and whose id is not reused
+    /// while it is there).
     pub fn contains(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.actors.contains_key(id.as_bytes())?)
+        Ok(self.actors.contains_key(id.as_bytes())?
+            || self.quarantine.contains_key(id.as_bytes())?)
+    }
+
+    /// The keys of the records in quarantine (unreadable at start), sorted.
+    pub fn quarantined(&self) -> &[String] {
+        &self.quarantined
+    }
+
+    /// Whether actor `id`'s record is in quarantine: what it owns (files,
+    /// a sandbox) is left as it is.
+    pub fn is_quarantined(&self, id: &str) -> bool {
+        self.quarantined
+            .binary_search_by(|k| k.as_str().cmp(id))
+            .is_ok()
     }
 
     /// All records, sorted by id.
@@ -435,7 +468,7 @@ impl Store {
             });
             let event_bytes = event
                 .as_ref()
-                .map(|e| serde_json::to_vec(e).map(|b| (e.seq, b)))
+                .map(|e| serde_json::to_vec(&schema::Event::from(e)).map(|b| (e.seq, b)))
                 .transpose()
                 .map_err(|source| StoreError::Codec {
                     key: id.to_string(),
@@ -491,10 +524,12 @@ impl Store {
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
-                serde_json::from_slice(&v).map_err(|source| StoreError::Codec {
-                    key: format!("event {}", seq_of(&k)),
-                    source,
-                })
+                serde_json::from_slice::<schema::Event>(&v)
+                    .map(Event::from)
+                    .map_err(|source| StoreError::Codec {
+                        key: format!("event {}", seq_of(&k)),
+                        source,
+                    })
             })
             .collect()
     }
@@ -529,81 +564,4 @@ pub fn now_rfc3339() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(id: &str) -> ActorRecord {
-        let spec: ActorSpec = serde_json::from_value(serde_json::json!({
-            "containers": [{"name": "app", "image": "dir:/r", "command": ["/bin/true"]}]
-        }))
-        .unwrap();
-        ActorRecord::new(
-            id.to_string(),
-            TemplateRef {
-                namespace: "default".into(),
-                name: "t".into(),
-            },
-            spec,
-            now_rfc3339(),
-        )
-    }
-
-    #[tokio::test]
-    async fn records_and_events_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let mut r = rec("a");
-            store.insert_new(&r, "created").await.unwrap();
-            assert!(matches!(
-                store.insert_new(&r, "created").await,
-                Err(StoreError::Exists(_))
-            ));
-            r.status = ActorStatus::Running;
-            store
-                .save(
-                    &r,
-                    Some(Transition {
-                        from: Some(ActorStatus::Created),
-                        to: Some(ActorStatus::Running),
-                        reason: "start".into(),
-                    }),
-                )
-                .await
-                .unwrap();
-            store.insert_new(&rec("b"), "created").await.unwrap();
-            store
-                .remove("b", ActorStatus::Created, "deleted")
-                .await
-                .unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let a = store.get("a").unwrap().unwrap();
-        assert_eq!(a.status, ActorStatus::Running);
-        assert!(store.get("b").unwrap().is_none());
-        let events = store.events_since(0, 100).unwrap();
-        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [1, 2, 3, 4]);
-        assert_eq!(events[3].to, None);
-        assert_eq!(store.events_since(2, 100).unwrap().len(), 2);
-        // The sequence goes on from where it stood.
-        store.insert_new(&rec("c"), "created").await.unwrap();
-        assert_eq!(store.last_seq(), 5);
-        // The in-memory summaries follow the writes and survive a reopen.
-        assert_eq!(store.len(), 2);
-        let mut s = store.summaries();
-        s.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(s[0].0, "a");
-        assert_eq!(s[0].1.status, ActorStatus::Running);
-    }
-
-    #[tokio::test]
-    async fn a_record_from_a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut r = rec("a");
-        r.schema_version = SCHEMA_VERSION + 1;
-        store.save(&r, None).await.unwrap();
-        assert!(matches!(store.get("a"), Err(StoreError::Schema { .. })));
-    }
-}
+mod tests;
