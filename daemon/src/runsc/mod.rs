@@ -3,6 +3,7 @@
 //! `state`/`list` JSON and turns failures into errors that carry the exit
 //! status and what runsc printed.
 //!
+//! - `args.rs`: one option struct per runsc command, producing its argv;
 //! - `error.rs`: what can go wrong;
 //! - `state.rs`: what runsc reports (container state, exits, versions);
 //! - `process.rs`: spawning runsc, capturing its output, timeouts;
@@ -11,7 +12,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::metrics::{Metrics, OpLabels};
 use crate::reaper::{ExitStatus, Reaper};
 
+mod args;
 mod error;
 mod host;
 mod process;
@@ -30,6 +31,7 @@ pub use error::RuntimeError;
 pub(crate) use host::pid_alive;
 pub use state::{describe_exit, parse_version, ContainerState, ExitOutcome};
 
+use args::{CheckpointOpts, DeleteOpts, ListOpts, RunscArgs, StateOpts, UsageOpts, WaitOpts};
 use error::is_not_found;
 use host::{end_process_group, end_stale_waiters, stray_commands};
 use process::{lock, wait_adopted};
@@ -180,10 +182,6 @@ impl Runsc {
         self.config.binary()
     }
 
-    fn command(&self, binary: &Path, args: &[&str]) -> Command {
-        self.config.command(binary, args, false)
-    }
-
     /// Logs the beginning and the end of a runsc step (tests check from
     /// these lines that one actor's steps never overlap) and counts failures.
     async fn logged<T>(
@@ -215,9 +213,16 @@ impl Runsc {
     }
 
     /// Runs a short runsc command and captures its output.
-    async fn output(&self, op: &'static str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
-        let container = args.last().copied().unwrap_or("");
-        self.logged(op, container, self.output_inner(op, args, false))
+    /// The log names the last argument as the container (the container
+    /// id, for the commands that take one).
+    async fn output(
+        &self,
+        op: &'static str,
+        args: &dyn RunscArgs,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let args = args.args();
+        let container = args.last().map(String::as_str).unwrap_or("");
+        self.logged(op, container, self.output_inner(op, &args, false))
             .await
     }
 
@@ -231,13 +236,13 @@ impl Runsc {
         force: bool,
         idle: bool,
     ) -> Result<(), RuntimeError> {
-        let args: &[&str] = if force {
-            &["delete", "--force", container_id]
-        } else {
-            &["delete", container_id]
-        };
+        let args = DeleteOpts {
+            force,
+            container_id,
+        }
+        .args();
         let res = self
-            .logged(op, container_id, self.output_inner(op, args, idle))
+            .logged(op, container_id, self.output_inner(op, &args, idle))
             .await;
         match res {
             Ok(_) => Ok(()),
@@ -251,12 +256,20 @@ impl Runsc {
     /// EOF), and runsc's own complaints are read back from the log's tail.
     async fn launch(
         &self,
-        op: &'static str,
         spec: &LaunchSpec,
-        extra: &[&str],
+        image_path: Option<&Path>,
     ) -> Result<Launched, RuntimeError> {
-        self.logged(op, &spec.container_id, self.launch_inner(op, spec, extra))
-            .await
+        let op = if image_path.is_some() {
+            "restore"
+        } else {
+            "run"
+        };
+        self.logged(
+            op,
+            &spec.container_id,
+            self.launch_inner(op, spec, image_path),
+        )
+        .await
     }
 }
 
@@ -291,19 +304,19 @@ impl Runtime for Runsc {
     }
 
     async fn run(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
-        self.launch("run", spec, &[]).await
+        self.launch(spec, None).await
     }
 
     async fn restore(&self, spec: &LaunchSpec, image_dir: &Path) -> Result<Launched, RuntimeError> {
-        let image = format!("--image-path={}", image_dir.display());
-        self.launch("restore", spec, &[&image]).await
+        self.launch(spec, Some(image_dir)).await
     }
 
     async fn checkpoint(&self, container_id: &str, image_dir: &Path) -> Result<(), RuntimeError> {
-        let image = format!("--image-path={}", image_dir.display());
-        self.output("checkpoint", &["checkpoint", &image, container_id])
-            .await
-            .map(|_| ())
+        let checkpoint = CheckpointOpts {
+            image_path: image_dir,
+            container_id,
+        };
+        self.output("checkpoint", &checkpoint).await.map(|_| ())
     }
 
     async fn delete(&self, container_id: &str, force: bool) -> Result<(), RuntimeError> {
@@ -315,7 +328,7 @@ impl Runtime for Runsc {
     }
 
     async fn state(&self, container_id: &str) -> Result<Option<ContainerState>, RuntimeError> {
-        match self.output("state", &["state", container_id]).await {
+        match self.output("state", &StateOpts { container_id }).await {
             Ok(out) => serde_json::from_slice(&out)
                 .map(Some)
                 .map_err(|e| RuntimeError::Parse {
@@ -328,7 +341,7 @@ impl Runtime for Runsc {
     }
 
     async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
-        let out = self.output("list", &["list", "--format=json"]).await?;
+        let out = self.output("list", &ListOpts).await?;
         let text = String::from_utf8_lossy(&out);
         if text.trim().is_empty() || text.trim() == "null" {
             return Ok(Vec::new());
@@ -345,7 +358,7 @@ impl Runtime for Runsc {
             #[serde(rename = "Total")]
             total: u64,
         }
-        let out = self.output("usage", &["usage", container_id]).await?;
+        let out = self.output("usage", &UsageOpts { container_id }).await?;
         serde_json::from_slice::<Usage>(&out)
             .map(|u| u.total)
             .map_err(|e| RuntimeError::Parse {
@@ -364,7 +377,7 @@ impl Runtime for Runsc {
                 "ended runsc wait processes left by a previous daemon"
             );
         }
-        let root = format!("--root={}", self.config.root.display());
+        let root = self.config.global().root_arg();
         let deadline = std::time::Instant::now() + self.config.timeout;
         let mut first = None;
         loop {
@@ -394,9 +407,13 @@ impl Runtime for Runsc {
         let config = self.config.clone();
         let waiters = self.waiters.clone();
         tokio::spawn(async move {
+            let wait = WaitOpts {
+                container_id: &container_id,
+            }
+            .args();
             loop {
                 if let Ok(binary) = config.binary() {
-                    let mut cmd = config.command(&binary, &["wait", &container_id], false);
+                    let mut cmd = config.command(&binary, &wait, false);
                     if let Some(outcome) = wait_adopted(&reaper, &waiters, &mut cmd).await {
                         let _ = tx.send(outcome);
                         return;

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
+use super::args::{GlobalOpts, RestoreOpts, RunOpts, RunscArgs, VersionOpts};
 use super::{
     describe_exit, parse_version, ExitOutcome, LaunchSpec, Launched, Runsc, RunscConfig, Runtime,
     RuntimeError, MARK_OP, MARK_ROOT,
@@ -45,10 +46,21 @@ impl RunscConfig {
         }
     }
 
-    /// A runsc command with the global flags; `idle` runs it at the lowest
-    /// CPU priority (through `nice`), for cleanup that must not slow a
-    /// lifecycle step beside it.
-    pub(super) fn command(&self, binary: &Path, args: &[&str], idle: bool) -> Command {
+    /// The global flags of every runsc command.
+    pub(super) fn global(&self) -> GlobalOpts<'_> {
+        GlobalOpts {
+            root: &self.root,
+            platform: &self.platform,
+            network: &self.network,
+            overlay: &self.overlay,
+        }
+    }
+
+    /// A runsc command with the global flags, then `args` (a subcommand's
+    /// [`RunscArgs::args`]); `idle` runs it at the lowest CPU priority
+    /// (through `nice`), for cleanup that must not slow a lifecycle step
+    /// beside it.
+    pub(super) fn command(&self, binary: &Path, args: &[String], idle: bool) -> Command {
         let mut cmd = if idle {
             let mut c = Command::new("nice");
             c.args(["-n", "19"]).arg(binary);
@@ -59,13 +71,10 @@ impl RunscConfig {
         // Marked as ours in the environment (inherited by a wrapper script's
         // runsc too), so that the next daemon finds what this one left
         // running by something it controls, not by parsing command lines.
-        let op = args.first().copied().unwrap_or_default();
+        let op = args.first().map(String::as_str).unwrap_or_default();
         cmd.env(MARK_ROOT, &self.root)
             .env(MARK_OP, op)
-            .arg(format!("--root={}", self.root.display()))
-            .arg(format!("--platform={}", self.platform))
-            .arg(format!("--network={}", self.network))
-            .arg(format!("--overlay2={}", self.overlay))
+            .args(self.global().args())
             .args(args)
             .stdin(Stdio::null())
             // Own process group: a Ctrl-C meant for the daemon's terminal
@@ -79,7 +88,7 @@ impl Runsc {
     pub(super) async fn output_inner(
         &self,
         op: &'static str,
-        args: &[&str],
+        args: &[String],
         idle: bool,
     ) -> Result<Vec<u8>, RuntimeError> {
         let binary = self.binary()?;
@@ -151,11 +160,13 @@ impl Runsc {
         }
     }
 
+    /// `run`, or `restore` from `image_path`, with `--detach`: see
+    /// [`Runsc::launch`].
     pub(super) async fn launch_inner(
         &self,
         op: &'static str,
         spec: &LaunchSpec,
-        extra: &[&str],
+        image_path: Option<&Path>,
     ) -> Result<Launched, RuntimeError> {
         let binary = self.binary()?;
         let log = open_log(&spec.log_path)?;
@@ -165,12 +176,22 @@ impl Runsc {
             .map_err(RuntimeError::io("actor log"))?;
         let pid_file = spec.bundle.join(format!("{}.pid", spec.container_id));
         let _ = std::fs::remove_file(&pid_file);
-        let bundle = spec.bundle.to_string_lossy().into_owned();
-        let pid_arg = pid_file.to_string_lossy().into_owned();
-        let mut args = vec![op, "--detach", "--bundle", &bundle, "--pid-file", &pid_arg];
-        args.extend_from_slice(extra);
-        args.push(&spec.container_id);
-        let mut cmd = self.command(&binary, &args);
+        let args = match image_path {
+            None => RunOpts {
+                bundle: &spec.bundle,
+                pid_file: &pid_file,
+                container_id: &spec.container_id,
+            }
+            .args(),
+            Some(image_path) => RestoreOpts {
+                bundle: &spec.bundle,
+                pid_file: &pid_file,
+                image_path,
+                container_id: &spec.container_id,
+            }
+            .args(),
+        };
+        let mut cmd = self.config.command(&binary, &args, false);
         let stderr = log.try_clone().map_err(RuntimeError::io("actor log"))?;
         cmd.stdout(log).stderr(stderr);
         let mark = self.reaper.mark();
@@ -242,7 +263,7 @@ impl Runsc {
         // Once per binary, a few milliseconds; bounded, so that a binary
         // that hangs cannot hold the caller's thread.
         let mut cmd = Command::new(path);
-        cmd.arg("--version")
+        cmd.args(VersionOpts.args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -390,6 +411,89 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runsc::args::{DeleteOpts, StateOpts};
+
+    fn config() -> RunscConfig {
+        RunscConfig {
+            path: None,
+            root: PathBuf::from("/s/runsc"),
+            platform: "ptrace".into(),
+            network: "none".into(),
+            overlay: "root:memory".into(),
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    fn argv(cmd: &Command) -> Vec<String> {
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_command_has_the_global_flags_and_the_marks() {
+        let args = StateOpts {
+            container_id: "a_1.f00d",
+        }
+        .args();
+        let cmd = config().command(Path::new("/usr/bin/runsc"), &args, false);
+        assert_eq!(
+            argv(&cmd),
+            [
+                "/usr/bin/runsc",
+                "--root=/s/runsc",
+                "--platform=ptrace",
+                "--network=none",
+                "--overlay2=root:memory",
+                "state",
+                "a_1.f00d"
+            ]
+        );
+        let env: Vec<(String, String)> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                let v = v.map(|v| v.to_string_lossy().into_owned());
+                (k.to_string_lossy().into_owned(), v.unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            env,
+            [
+                (MARK_OP.to_string(), "state".to_string()),
+                (MARK_ROOT.to_string(), "/s/runsc".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_idle_command_runs_under_nice() {
+        let args = DeleteOpts {
+            force: true,
+            container_id: "a_1.f00d",
+        }
+        .args();
+        let cmd = config().command(Path::new("/usr/bin/runsc"), &args, true);
+        assert_eq!(
+            argv(&cmd),
+            [
+                "nice",
+                "-n",
+                "19",
+                "/usr/bin/runsc",
+                "--root=/s/runsc",
+                "--platform=ptrace",
+                "--network=none",
+                "--overlay2=root:memory",
+                "delete",
+                "--force",
+                "a_1.f00d"
+            ]
+        );
+        assert!(cmd
+            .get_envs()
+            .any(|(k, v)| k == MARK_OP && v == Some("delete".as_ref())));
+    }
 
     #[test]
     fn long_output_keeps_its_tail() {
