@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::metrics::{Metrics, OpLabels};
@@ -29,12 +28,13 @@ mod state;
 
 pub use error::RuntimeError;
 pub(crate) use host::pid_alive;
-pub use state::{describe_exit, parse_version, ContainerState, ExitOutcome};
+pub use state::{describe_exit, parse_version, ContainerState, ContainerStatus, ExitOutcome};
 
 use args::{CheckpointOpts, DeleteOpts, ListOpts, RunscArgs, StateOpts, UsageOpts, WaitOpts};
 use error::is_not_found;
 use host::{end_process_group, end_stale_waiters, stray_commands};
 use process::{lock, wait_adopted};
+use state::{parse_list, parse_state, parse_usage};
 
 /// A sandbox that `run`/`restore` started.
 #[derive(Debug)]
@@ -329,12 +329,7 @@ impl Runtime for Runsc {
 
     async fn state(&self, container_id: &str) -> Result<Option<ContainerState>, RuntimeError> {
         match self.output("state", &StateOpts { container_id }).await {
-            Ok(out) => serde_json::from_slice(&out)
-                .map(Some)
-                .map_err(|e| RuntimeError::Parse {
-                    op: "state",
-                    detail: e.to_string(),
-                }),
+            Ok(out) => parse_state(&out).map(Some),
             Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(None),
             Err(e) => Err(e),
         }
@@ -342,29 +337,12 @@ impl Runtime for Runsc {
 
     async fn list(&self) -> Result<Vec<ContainerState>, RuntimeError> {
         let out = self.output("list", &ListOpts).await?;
-        let text = String::from_utf8_lossy(&out);
-        if text.trim().is_empty() || text.trim() == "null" {
-            return Ok(Vec::new());
-        }
-        serde_json::from_str(&text).map_err(|e| RuntimeError::Parse {
-            op: "list",
-            detail: e.to_string(),
-        })
+        parse_list(&out)
     }
 
     async fn usage(&self, container_id: &str) -> Result<u64, RuntimeError> {
-        #[derive(Deserialize)]
-        struct Usage {
-            #[serde(rename = "Total")]
-            total: u64,
-        }
         let out = self.output("usage", &UsageOpts { container_id }).await?;
-        serde_json::from_slice::<Usage>(&out)
-            .map(|u| u.total)
-            .map_err(|e| RuntimeError::Parse {
-                op: "usage",
-                detail: e.to_string(),
-            })
+        parse_usage(&out)
     }
 
     async fn settle(&self) -> usize {

@@ -13,16 +13,16 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 
 use super::args::{GlobalOpts, RestoreOpts, RunOpts, RunscArgs, VersionOpts};
+use super::state::parse_wait;
 use super::{
     describe_exit, parse_version, ExitOutcome, LaunchSpec, Launched, Runsc, RunscConfig, Runtime,
     RuntimeError, MARK_OP, MARK_ROOT,
 };
-use crate::reaper::{ExitStatus, Reaper};
+use crate::reaper::Reaper;
 
 /// How long `runsc --version` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -318,11 +318,6 @@ pub(super) async fn wait_adopted(
     waiters: &Mutex<HashSet<i32>>,
     cmd: &mut Command,
 ) -> Option<ExitOutcome> {
-    #[derive(Deserialize)]
-    struct WaitOutput {
-        #[serde(rename = "exitStatus")]
-        exit_status: i32,
-    }
     cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let parent = nix::unistd::getpid();
     // SAFETY: only async-signal-safe system calls (prctl, getppid) run
@@ -346,12 +341,7 @@ pub(super) async fn wait_adopted(
     }
     let _ = exit.await;
     lock(waiters).remove(&waiter);
-    // runsc already folds a signal into 128+n.
-    let w = serde_json::from_slice::<WaitOutput>(&out).ok()?;
-    Some(ExitOutcome {
-        code: Some(w.exit_status),
-        message: describe_exit(ExitStatus::Exited(w.exit_status)),
-    })
+    parse_wait(&out)
 }
 
 fn pipe_reader<F: Into<std::os::fd::OwnedFd>>(
