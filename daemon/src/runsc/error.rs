@@ -57,9 +57,39 @@ impl RuntimeError {
         let context = context.into();
         move |source| RuntimeError::Io { context, source }
     }
+
+    /// True when runsc failed because the container does not exist: the
+    /// one place that reads this from runsc's words. A broken install can
+    /// say "not found" of itself (`sh: runsc: not found`), so a caller that
+    /// would lose a live sandbox by believing it checks otherwise too (as
+    /// recovery does, on the sandbox's process).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            RuntimeError::Failed { output, .. } => {
+                output.contains("does not exist") || output.contains("not found")
+            }
+            _ => false,
+        }
+    }
 }
 
-/// True when runsc's output says that the container does not exist.
-pub(super) fn is_not_found(output: &str) -> bool {
-    output.contains("does not exist") || output.contains("not found")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(output: &str) -> RuntimeError {
+        RuntimeError::Failed {
+            op: "state",
+            status: ExitStatus::Exited(1),
+            output: output.to_string(),
+        }
+    }
+
+    #[test]
+    fn not_found_is_read_from_a_failure_only() {
+        assert!(failed("container \"a_1.x\" does not exist").is_not_found());
+        assert!(failed("loading container: file not found").is_not_found());
+        assert!(!failed("permission denied").is_not_found());
+        assert!(!RuntimeError::Unavailable("runsc was not found on PATH".into()).is_not_found());
+    }
 }

@@ -31,7 +31,6 @@ pub(crate) use host::pid_alive;
 pub use state::{describe_exit, parse_version, ContainerState, ContainerStatus, ExitOutcome};
 
 use args::{CheckpointOpts, DeleteOpts, ListOpts, RunscArgs, StateOpts, UsageOpts, WaitOpts};
-use error::is_not_found;
 use host::{end_process_group, end_stale_waiters, stray_commands};
 use process::{lock, wait_adopted};
 use state::{parse_list, parse_state, parse_usage};
@@ -246,7 +245,7 @@ impl Runsc {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -330,7 +329,7 @@ impl Runtime for Runsc {
     async fn state(&self, container_id: &str) -> Result<Option<ContainerState>, RuntimeError> {
         match self.output("state", &StateOpts { container_id }).await {
             Ok(out) => parse_state(&out).map(Some),
-            Err(RuntimeError::Failed { output, .. }) if is_not_found(&output) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
