@@ -1,7 +1,6 @@
-//! Spawning runsc under the [`Reaper`](crate::reaper::Reaper): the
-//! command line with the global flags and marks, captured output,
-//! timeouts, `run`/`restore` with `--detach`, `runsc wait` for adopted
-//! sandboxes and the version probe.
+//! Spawning runsc under the [`Reaper`]: the command line with the global
+//! flags and marks, captured output, timeouts, `run`/`restore` with
+//! `--detach`, `runsc wait` for adopted sandboxes and the version probe.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -85,6 +84,8 @@ impl RunscConfig {
 }
 
 impl Runsc {
+    /// Runs the runsc command `args` and returns what it printed on
+    /// stdout; a failure carries the tail of its stderr (else stdout).
     pub(super) async fn output_inner(
         &self,
         op: &'static str,

@@ -280,7 +280,7 @@ impl<R: Runtime> ActorService<R> {
 
     /// Settles one actor after a restart: looks at what runsc (`running`,
     /// the sandbox pid when its container runs) and the disk show, plans
-    /// what to do ([`plan`], the recovery table of docs/failure-modes.md)
+    /// what to do ([`plan()`], the recovery table of docs/failure-modes.md)
     /// and carries it out ([`ActorService::execute`]).
     pub(super) async fn reconcile_one(
         self: &Arc<Self>,
@@ -322,7 +322,7 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// What the disk shows of `rec`'s pending snapshot, beside `sandbox`
-    /// from runsc: what [`plan`] decides on.
+    /// from runsc: what [`plan()`] decides on.
     fn observe(&self, rec: &ActorRecord, sandbox: Sandbox) -> Observed {
         let committed = match (&rec.pending_snapshot, rec.status, sandbox) {
             (Some(p), ActorStatus::Suspending, Sandbox::Gone) => self.recover_snapshot(&rec.id, p),
@@ -363,7 +363,7 @@ impl<R: Runtime> ActorService<R> {
         Ok(())
     }
 
-    /// Carries out what [`plan`] decided for `rec`, whose container on
+    /// Carries out what [`plan()`] decided for `rec`, whose container on
     /// record (before recovery) is `cid`.
     async fn execute(
         self: &Arc<Self>,
