@@ -1,8 +1,15 @@
-//! Crash recovery (DESIGN §7): at start, sled is reconciled with what
-//! runsc and the disk show, and every interrupted step is finished or undone.
+//! Crash recovery: at start, sled is reconciled with what runsc and the
+//! disk show, and every interrupted step is finished or undone. What is done
+//! in each case, and what an operator sees, is the recovery table of
+//! docs/failure-modes.md ("The daemon stops, crashes or is killed"); it is
+//! decided in `recovery/plan.rs` and carried out here.
 
 use super::*;
 use crate::runsc::ContainerState;
+
+mod plan;
+
+use plan::{keeps_pending_snapshot, plan, Observed, Recovery, Sandbox};
 
 /// What crash recovery did, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,8 +43,8 @@ pub const CHECKPOINT_WIND_DOWN: Duration = Duration::from_secs(30);
 pub const RECOVERY_RETRY: Duration = Duration::from_secs(5);
 
 impl<R: Runtime> ActorService<R> {
-    /// Reconciles sled with runsc and the disk after a start (DESIGN §7).
-    /// Run before serving requests.
+    /// Reconciles sled with runsc and the disk after a start (see
+    /// docs/failure-modes.md). Run before serving requests.
     pub async fn reconcile(self: &Arc<Self>) -> Result<ReconcileReport> {
         let mut report = ReconcileReport {
             settled_commands: self.runtime.settle().await,
@@ -276,6 +283,10 @@ impl<R: Runtime> ActorService<R> {
         self.unrecovered_ids().contains(id)
     }
 
+    /// Settles one actor after a restart: looks at what runsc (`running`,
+    /// the sandbox pid when its container runs) and the disk show, plans
+    /// what to do ([`plan()`], the recovery table of docs/failure-modes.md)
+    /// and carries it out ([`ActorService::execute`]).
     pub(super) async fn reconcile_one(
         self: &Arc<Self>,
         mut rec: ActorRecord,
@@ -285,207 +296,24 @@ impl<R: Runtime> ActorService<R> {
         let id = rec.id.clone();
         let before = rec.status;
         let cid = rec.container.as_ref().map(|c| c.id.clone());
-        // A sandbox lives on for a while (≈ 1.2 s here, more with more
-        // memory) after a checkpoint has written its image: a suspend cut
-        // short there finds it "running". Its image must not be taken for
-        // a failed checkpoint's leftovers and deleted, or the actor is lost
-        // when the sandbox is gone a moment later: wait for it to end.
-        let running = match running {
-            Some(pid)
-                if before == ActorStatus::Suspending && self.pending_image(&rec).is_some() =>
-            {
-                if self.runtime.wait_gone(pid, CHECKPOINT_WIND_DOWN).await {
-                    tracing::info!(actor = %id, pid, "the checkpointed sandbox ended: the suspend had completed its checkpoint");
-                    None
-                } else {
-                    Some(pid)
+        let mut observed = self.observe(&rec, running.map_or(Sandbox::Gone, Sandbox::Running));
+        let recovery = loop {
+            match plan(&rec, &observed) {
+                Recovery::WaitWindDown { pid } => {
+                    let sandbox = if self.runtime.wait_gone(pid, CHECKPOINT_WIND_DOWN).await {
+                        tracing::info!(actor = %id, pid, "the checkpointed sandbox ended: the suspend had completed its checkpoint");
+                        Sandbox::Gone
+                    } else {
+                        Sandbox::StillRunning(pid)
+                    };
+                    observed = self.observe(&rec, sandbox);
                 }
+                recovery => break recovery,
             }
-            other => other,
         };
-
-        // Snapshot directories that are not on record go, except the one a
-        // SUSPENDING actor may have finished writing.
-        let recorded: HashSet<String> = rec.snapshots.iter().map(|s| s.id.clone()).collect();
-        for entry in self
-            .snapshots
-            .entries(&id)
-            .map_err(snapshot_err("recovery"))?
-        {
-            // A checkpoint image not yet committed (or a revive from it in
-            // flight) is kept until the step below has settled.
-            let pending = rec.pending_snapshot.as_deref().filter(|_| {
-                matches!(before, ActorStatus::Suspending | ActorStatus::Resuming)
-                    && running.is_none()
-            });
-            let keep = recorded.contains(&entry)
-                || pending.is_some_and(|p| entry == p || entry.strip_prefix(TMP_PREFIX) == Some(p));
-            if !keep {
-                let _ = self.snapshots.remove(&id, &entry);
-                report.removed_dirs.push(self.snapshots.dir(&id, &entry));
-            }
-        }
-
-        match (before, running) {
-            (ActorStatus::Running, Some(_)) if rec.pending == Some(PendingOp::Stop) => {
-                if let Some(cid) = &cid {
-                    self.runtime
-                        .delete(cid, true)
-                        .await
-                        .map_err(runtime_err("finishing an interrupted stop"))?;
-                }
-                rec.container = None;
-                rec.pending = None;
-                self.transition(
-                    &mut rec,
-                    ActorStatus::Stopped,
-                    "recovery",
-                    "stopped by request",
-                )
-                .await?;
-            }
-            (ActorStatus::Running | ActorStatus::Starting | ActorStatus::Resuming, Some(pid)) => {
-                if let Some(c) = rec.container.as_mut() {
-                    c.pid = Some(pid);
-                }
-                rec.pending = None;
-                // A revive from an uncommitted image completed.
-                if let Some(p) = rec.pending_snapshot.take() {
-                    let _ = self.snapshots.remove(&id, &format!("{TMP_PREFIX}{p}"));
-                }
-                if before == ActorStatus::Running {
-                    self.store.save(&rec, None).await?;
-                } else {
-                    self.transition(
-                        &mut rec,
-                        ActorStatus::Running,
-                        "recovery",
-                        format!(
-                            "{} completed while the daemon was down",
-                            before.as_str().to_lowercase()
-                        ),
-                    )
-                    .await?;
-                }
-                if let Some(cid) = cid.clone() {
-                    let exit = self.runtime.adopt(&cid, pid);
-                    self.watch_exit(id.clone(), cid, exit);
-                }
-                report.adopted.push(id.clone());
-            }
-            (ActorStatus::Running, None) => {
-                rec.container = None;
-                let (to, message) = if rec.pending == Some(PendingOp::Stop) {
-                    (ActorStatus::Stopped, "stopped by request".to_string())
-                } else {
-                    (
-                        ActorStatus::Failed,
-                        "sandbox lost while the daemon was down".to_string(),
-                    )
-                };
-                rec.pending = None;
-                self.transition(&mut rec, to, "recovery", message).await?;
-            }
-            (ActorStatus::Starting, None) => {
-                rec.container = None;
-                self.transition(
-                    &mut rec,
-                    ActorStatus::Failed,
-                    "recovery",
-                    "the daemon stopped while the actor was starting",
-                )
-                .await?;
-            }
-            (ActorStatus::Resuming, None) if rec.pending_snapshot.is_some() => {
-                // A revive from an uncommitted checkpoint was interrupted:
-                // try it again (never fall back to an older snapshot).
-                let tmp = self.pending_image(&rec);
-                self.revive_or_fail(&mut rec, tmp.clone(), report).await?;
-                if let Some(dir) = tmp {
-                    let _ = remove_dir_if_exists(&dir);
-                }
-            }
-            (ActorStatus::Resuming, None) if rec.snapshots.is_empty() => {
-                rec.container = None;
-                self.transition(
-                    &mut rec,
-                    ActorStatus::Failed,
-                    "recovery",
-                    "the daemon stopped while the actor was being restored; no snapshot is committed",
-                )
-                .await?;
-            }
-            (ActorStatus::Resuming, None) => {
-                rec.container = None;
-                self.transition(
-                    &mut rec,
-                    ActorStatus::Suspended,
-                    "recovery",
-                    "resume interrupted by a daemon restart; the snapshot is intact",
-                )
-                .await?;
-            }
-            (ActorStatus::Suspending, Some(pid)) => {
-                if let Some(p) = rec.pending_snapshot.take() {
-                    let _ = self.snapshots.remove(&id, &format!("{TMP_PREFIX}{p}"));
-                }
-                if let Some(c) = rec.container.as_mut() {
-                    c.pid = Some(pid);
-                }
-                self.transition(
-                    &mut rec,
-                    ActorStatus::Running,
-                    "recovery",
-                    "suspend interrupted by a daemon restart; the actor kept running",
-                )
-                .await?;
-                if let Some(cid) = cid.clone() {
-                    let exit = self.runtime.adopt(&cid, pid);
-                    self.watch_exit(id.clone(), cid, exit);
-                }
-                report.adopted.push(id.clone());
-            }
-            (ActorStatus::Suspending, None) => {
-                let tmp = self.pending_image(&rec);
-                let finished = rec
-                    .pending_snapshot
-                    .as_deref()
-                    .and_then(|p| self.recover_snapshot(&id, p));
-                match finished {
-                    Some(s) => {
-                        rec.container = None;
-                        rec.pending_snapshot = None;
-                        rec.snapshots.push(s);
-                        self.transition(
-                            &mut rec,
-                            ActorStatus::Suspended,
-                            "recovery",
-                            "suspend completed before the daemon stopped",
-                        )
-                        .await?;
-                    }
-                    // The checkpoint ran (it stopped the sandbox) but was
-                    // not committed: bring the actor back from its image.
-                    None => self.revive_or_fail(&mut rec, tmp.clone(), report).await?,
-                }
-                if let Some(dir) = tmp {
-                    let _ = remove_dir_if_exists(&dir);
-                }
-            }
-            (_, Some(_)) => {
-                // A sandbox for an actor that should have none: end it.
-                if let Some(cid) = &cid {
-                    let _ = self.runtime.delete(cid, true).await;
-                }
-                rec.container = None;
-                self.store.save(&rec, None).await?;
-            }
-            (_, None) => {
-                if rec.container.take().is_some() {
-                    self.store.save(&rec, None).await?;
-                }
-            }
-        }
+        self.sweep_snapshots(&rec, keeps_pending_snapshot(&rec, &observed), report)?;
+        self.execute(&mut rec, cid.as_deref(), recovery, report)
+            .await?;
         // Leftover runsc state of a dead sandbox.
         if let Some(cid) = cid {
             if rec.container.as_ref().map(|c| &c.id) != Some(&cid) {
@@ -494,6 +322,152 @@ impl<R: Runtime> ActorService<R> {
         }
         if rec.status != before {
             report.resolved.push((id, rec.status));
+        }
+        Ok(())
+    }
+
+    /// What the disk shows of `rec`'s pending snapshot, beside `sandbox`
+    /// from runsc: what [`plan()`] decides on.
+    fn observe(&self, rec: &ActorRecord, sandbox: Sandbox) -> Observed {
+        let committed = match (&rec.pending_snapshot, rec.status, sandbox) {
+            (Some(p), ActorStatus::Suspending, Sandbox::Gone) => self.recover_snapshot(&rec.id, p),
+            _ => None,
+        };
+        Observed {
+            sandbox,
+            pending_image: self.pending_image(rec),
+            committed,
+        }
+    }
+
+    /// Removes the actor's snapshot directories that are not on record
+    /// (half-written ones), except the pending snapshot's when
+    /// `keep_pending` (see [`keeps_pending_snapshot`]).
+    fn sweep_snapshots(
+        &self,
+        rec: &ActorRecord,
+        keep_pending: bool,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
+        let recorded: HashSet<&str> = rec.snapshots.iter().map(|s| s.id.as_str()).collect();
+        let pending = rec.pending_snapshot.as_deref().filter(|_| keep_pending);
+        for entry in self
+            .snapshots
+            .entries(&rec.id)
+            .map_err(snapshot_err("recovery"))?
+        {
+            let keep = recorded.contains(entry.as_str())
+                || pending.is_some_and(|p| entry == p || entry.strip_prefix(TMP_PREFIX) == Some(p));
+            if !keep {
+                let _ = self.snapshots.remove(&rec.id, &entry);
+                report
+                    .removed_dirs
+                    .push(self.snapshots.dir(&rec.id, &entry));
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out what [`plan()`] decided for `rec`, whose container on
+    /// record (before recovery) is `cid`.
+    async fn execute(
+        self: &Arc<Self>,
+        rec: &mut ActorRecord,
+        cid: Option<&str>,
+        recovery: Recovery,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
+        let id = rec.id.clone();
+        match recovery {
+            Recovery::Adopt { pid, message } => {
+                if let Some(c) = rec.container.as_mut() {
+                    c.pid = Some(pid);
+                }
+                rec.pending = None;
+                if let Some(p) = rec.pending_snapshot.take() {
+                    let _ = self.snapshots.remove(&id, &format!("{TMP_PREFIX}{p}"));
+                }
+                match message {
+                    None => self.store.save(rec, None).await?,
+                    Some(message) => {
+                        self.transition(rec, ActorStatus::Running, "recovery", message)
+                            .await?
+                    }
+                }
+                if let Some(cid) = cid {
+                    let exit = self.runtime.adopt(cid, pid);
+                    self.watch_exit(id.clone(), cid.to_string(), exit);
+                }
+                report.adopted.push(id);
+            }
+            Recovery::FinishStop { end_sandbox } => {
+                if let Some(cid) = cid.filter(|_| end_sandbox) {
+                    self.runtime
+                        .delete(cid, true)
+                        .await
+                        .map_err(runtime_err("finishing an interrupted stop"))?;
+                }
+                rec.container = None;
+                rec.pending = None;
+                self.transition(rec, ActorStatus::Stopped, "recovery", "stopped by request")
+                    .await?;
+            }
+            Recovery::MarkFailed { message } => {
+                rec.container = None;
+                rec.pending = None;
+                rec.pending_snapshot = None;
+                self.transition(rec, ActorStatus::Failed, "recovery", message)
+                    .await?;
+            }
+            Recovery::CommitSnapshot { snapshot } => {
+                let leftover = self.pending_image(rec);
+                rec.container = None;
+                rec.pending_snapshot = None;
+                rec.snapshots.push(snapshot);
+                self.transition(
+                    rec,
+                    ActorStatus::Suspended,
+                    "recovery",
+                    "suspend completed before the daemon stopped",
+                )
+                .await?;
+                if let Some(dir) = leftover {
+                    let _ = remove_dir_if_exists(&dir);
+                }
+            }
+            Recovery::Revive { image } => {
+                let why = ServiceError::Internal(
+                    "the daemon stopped before the snapshot was committed".to_string(),
+                );
+                self.revive_from(rec, &image, &why, "recovery").await?;
+                if rec.status == ActorStatus::Running {
+                    report.adopted.push(id);
+                }
+                let _ = remove_dir_if_exists(&image);
+            }
+            Recovery::BackToSuspended => {
+                rec.container = None;
+                self.transition(
+                    rec,
+                    ActorStatus::Suspended,
+                    "recovery",
+                    "resume interrupted by a daemon restart; the snapshot is intact",
+                )
+                .await?;
+            }
+            Recovery::EndStraySandbox => {
+                if let Some(cid) = cid {
+                    let _ = self.runtime.delete(cid, true).await;
+                }
+                rec.container = None;
+                self.store.save(rec, None).await?;
+            }
+            Recovery::ForgetContainer => {
+                rec.container = None;
+                self.store.save(rec, None).await?;
+            }
+            // A wind-down is waited for before anything is carried out.
+            Recovery::WaitWindDown { .. } | Recovery::Nothing => {}
         }
         Ok(())
     }
@@ -509,39 +483,6 @@ impl<R: Runtime> ActorService<R> {
                     .join(format!("{TMP_PREFIX}{p}"))
             })
             .filter(|d| d.join("checkpoint.img").is_file())
-    }
-
-    /// Restores an actor whose sandbox a checkpoint stopped from the image
-    /// that checkpoint wrote (uncommitted); FAILED when there is none.
-    async fn revive_or_fail(
-        self: &Arc<Self>,
-        rec: &mut ActorRecord,
-        image: Option<PathBuf>,
-        report: &mut ReconcileReport,
-    ) -> Result<()> {
-        match image {
-            Some(dir) => {
-                let why = ServiceError::Internal(
-                    "the daemon stopped before the snapshot was committed".to_string(),
-                );
-                self.revive_from(rec, &dir, &why, "recovery").await?;
-                if rec.status == ActorStatus::Running {
-                    report.adopted.push(rec.id.clone());
-                }
-            }
-            None => {
-                rec.container = None;
-                rec.pending_snapshot = None;
-                self.transition(
-                    rec,
-                    ActorStatus::Failed,
-                    "recovery",
-                    "the sandbox stopped during a suspend interrupted by a daemon restart; no snapshot was committed",
-                )
-                .await?;
-            }
-        }
-        Ok(())
     }
 
     /// A snapshot that was renamed into place but not recorded: kept if its
