@@ -336,6 +336,10 @@ impl<R: Runtime> ActorService<R> {
         Observed {
             sandbox,
             pending_image: self.pending_image(rec),
+            pending_renamed: rec
+                .pending_snapshot
+                .as_deref()
+                .is_some_and(|p| self.snapshots.dir(&rec.id, p).is_dir()),
             committed,
         }
     }

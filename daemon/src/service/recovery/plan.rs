@@ -43,6 +43,9 @@ pub(in crate::service) struct Observed {
     /// The temporary directory of the pending snapshot, when it holds a
     /// checkpoint image (the checkpoint ran).
     pub pending_image: Option<PathBuf>,
+    /// The pending snapshot's directory is renamed into place (the suspend
+    /// committed it to disk; not yet verified): the checkpoint ran.
+    pub pending_renamed: bool,
     /// The pending snapshot, renamed into place and verified but not
     /// recorded (the suspend committed it, then the daemon stopped).
     /// Verifying reads the whole image, so it is only looked for where it
@@ -126,7 +129,8 @@ pub(in crate::service) fn plan(rec: &ActorRecord, observed: &Observed) -> Recove
         // failed checkpoint's leftovers, or the actor is lost when the
         // sandbox ends a moment later.
         (Suspending, Some(pid))
-            if observed.sandbox == Sandbox::Running(pid) && observed.pending_image.is_some() =>
+            if observed.sandbox == Sandbox::Running(pid)
+                && (observed.pending_image.is_some() || observed.pending_renamed) =>
         {
             Recovery::WaitWindDown { pid }
         }
@@ -270,6 +274,7 @@ mod tests {
         Observed {
             sandbox,
             pending_image: None,
+            pending_renamed: false,
             committed: None,
         }
     }
@@ -377,6 +382,17 @@ mod tests {
                 with_pending_snapshot(Suspending),
                 seen_with_image(Gone),
                 Recovery::Revive { image: image() },
+            ),
+            // The suspend even renamed its snapshot into place before the
+            // daemon stopped: the same wait, then the snapshot is recorded.
+            case(
+                Some(("`SUSPENDING`", "running, the snapshot renamed into place")),
+                with_pending_snapshot(Suspending),
+                Observed {
+                    pending_renamed: true,
+                    ..seen(Up(PID))
+                },
+                Recovery::WaitWindDown { pid: PID },
             ),
             // It kept running: the checkpoint failed; RUNNING, the image goes.
             case(
