@@ -57,7 +57,17 @@ const TABLE: [(Op, &[Allowed]); 5] = {
                 },
             ],
         ),
-        (Op::Stop, &[from(Running), from(Suspended)]),
+        (
+            Op::Stop,
+            &[
+                from(Running),
+                from(Suspended),
+                Allowed {
+                    status: Failed,
+                    condition: Some("with a sandbox still on record"),
+                },
+            ],
+        ),
         (
             Op::Delete,
             &[
@@ -164,7 +174,7 @@ mod tests {
             (Suspended,  [false, false,  true,  true,  true]),
             (Resuming,   [false, false,  false, false, true]),
             (Stopped,    [true,  false,  false, false, true]),
-            (Failed,     [true,  false,  true,  false, true]),
+            (Failed,     [true,  false,  true,  true,  true]),
         ];
         for (status, row) in expected {
             for (op, want) in Op::ALL.into_iter().zip(row) {
@@ -181,7 +191,10 @@ mod tests {
             Op::Resume.needs(),
             "SUSPENDED or FAILED with a committed snapshot and no sandbox"
         );
-        assert_eq!(Op::Stop.needs(), "RUNNING or SUSPENDED");
+        assert_eq!(
+            Op::Stop.needs(),
+            "RUNNING, SUSPENDED or FAILED with a sandbox still on record"
+        );
         assert_eq!(Op::Delete.needs(), "any status");
     }
 

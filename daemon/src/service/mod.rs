@@ -429,6 +429,22 @@ impl<R: Runtime> ActorService<R> {
 
     async fn start_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let (_step, mut rec) = self.begin_step(id, Op::Start).await?;
+        // A FAILED actor may still have on record a half-made sandbox that
+        // could not be removed when its step failed: it goes first, or it
+        // would run on unknown to the record.
+        if let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) {
+            self.runtime
+                .ensure_available()
+                .map_err(runtime_err("start"))?;
+            self.runtime
+                .delete(&cid, true)
+                .await
+                .map_err(runtime_err(format!(
+                    "starting actor {id}: removing its earlier sandbox {cid}"
+                )))?;
+            rec.container = None;
+            self.store.save(&rec, None).await?;
+        }
         self.start_locked(&mut rec, "start", None).await?;
         Ok(rec.to_api())
     }
@@ -533,6 +549,9 @@ impl<R: Runtime> ActorService<R> {
 
     async fn stop_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let (_step, mut rec) = self.begin_step(id, Op::Stop).await?;
+        if rec.status == ActorStatus::Failed && rec.container.is_none() {
+            return Err(transition_error(Op::Stop, &rec));
+        }
         if let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) {
             self.runtime
                 .ensure_available()

@@ -144,6 +144,9 @@ impl Runtime for Fake {
         Ok(())
     }
     async fn delete(&self, cid: &str, _force: bool) -> Result<(), RuntimeError> {
+        if self.take_fail("delete").is_some() {
+            return Err(Fake::failed("delete"));
+        }
         let mut s = self.state();
         s.calls.push(format!("delete {cid}"));
         s.containers.remove(cid);
@@ -373,6 +376,50 @@ async fn a_checkpoint_that_kills_the_sandbox_leaves_the_actor_failed() {
 }
 
 #[tokio::test]
+async fn a_half_made_sandbox_kept_on_a_failed_record_is_ended_by_stop_or_start() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    let mut req = env.request("a");
+    req.start = Some(false);
+    svc.create(req).await.unwrap();
+    // The start fails and so does the removal of what it made.
+    let fail_both = || {
+        let mut s = env.fake.state();
+        s.fail.insert("run", false);
+        s.fail.insert("delete", false);
+    };
+    fail_both();
+    svc.start("a").await.unwrap_err();
+    let a = svc.get("a").unwrap();
+    assert_eq!(a.status, ActorStatus::Failed);
+    let half = env.fake.state().calls.last().cloned().unwrap();
+    assert!(half.starts_with("run a_1"), "{half}");
+    // stop ends it (STOPPED, nothing on record)...
+    assert_eq!(svc.stop("a").await.unwrap().status, ActorStatus::Stopped);
+    assert!(svc.get("a").unwrap().sandbox.is_none());
+    // ...and start removes it before it boots the actor again.
+    fail_both();
+    svc.start("a").await.unwrap_err();
+    env.fake.state().calls.clear();
+    let r = svc.start("a").await.unwrap();
+    assert_eq!(r.status, ActorStatus::Running);
+    let calls = env.fake.state().calls.clone();
+    assert!(
+        calls[0].starts_with("delete a_2") && calls[1].starts_with("run a_3"),
+        "{calls:?}"
+    );
+    // A FAILED actor with nothing on record has nothing to stop.
+    env.fake.exit(&r.sandbox.unwrap().container_id, 1);
+    while svc.get("a").unwrap().status != ActorStatus::Failed {
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(
+        svc.stop("a").await,
+        Err(ServiceError::Transition { .. })
+    ));
+}
+
+#[tokio::test]
 async fn a_failed_actor_with_a_snapshot_resumes_from_the_latest() {
     let env = Env::new();
     let svc = env.service(env.store());
@@ -553,6 +600,19 @@ async fn recovery_resolves_every_interrupted_step() {
     let tmp = snaps.begin("susp-winding", "snap-000001").unwrap();
     std::fs::write(tmp.dir.join("checkpoint.img"), b"image").unwrap();
 
+    // The same, but the suspend had renamed its snapshot into place too:
+    // recorded once the sandbox has ended, never deleted as unrecorded.
+    let mut r = env.record("susp-renamed", Suspending, Some("susp-renamed_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    running("susp-renamed_1");
+    env.fake.state().winding.insert("susp-renamed_1".into());
+    let p = snaps.begin("susp-renamed", "snap-000001").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"image").unwrap();
+    snaps
+        .commit(&p, "h".into(), "fake-1".into(), now_rfc3339())
+        .unwrap();
+
     // Sandbox gone.
     store
         .save(&env.record("run-lost", Running, Some("run-lost_1")), None)
@@ -647,6 +707,9 @@ async fn recovery_resolves_every_interrupted_step() {
         "not revived from its image"
     );
     assert!(snaps.entries("susp-winding").unwrap().is_empty());
+    assert_eq!(status("susp-renamed"), Suspended);
+    assert_eq!(svc.get("susp-renamed").unwrap().snapshots.len(), 1);
+    assert_eq!(snaps.entries("susp-renamed").unwrap(), ["snap-000001"]);
     assert_eq!(status("run-lost"), Failed);
     assert!(svc.get("run-lost").unwrap().status_message.contains("lost"));
     assert_eq!(status("stopping"), Stopped);
