@@ -840,7 +840,7 @@ async fn a_snapshot_of_a_newer_manifest_major_is_refused_on_resume_and_kept() {
 
     let err = svc.resume("s").await.unwrap_err();
     assert_eq!(
-        crate::error::error_code(&err),
+        crate::http::error::error_code(&err),
         atelet_api::ErrorCode::Conflict
     );
     let msg = err.to_string();

@@ -18,10 +18,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use crate::access::{process_groups, Access, AccessPolicy};
-use crate::connection::{ConnState, Registry, TrackedBody, TrackedIo};
-use crate::error::malformed_request;
-use crate::handlers::{handle, raw_error_response};
+use super::access::{process_groups, Access, AccessPolicy};
+use super::connection::{ConnState, Registry, TrackedBody, TrackedIo};
+use super::error::malformed_request;
+use super::handlers::{handle, raw_error_response};
 use crate::runsc::Runtime;
 use crate::service::ActorService;
 
@@ -224,7 +224,7 @@ type ResponseFuture =
 /// Serves one connection until it ends, or until the server asks it to
 /// make room while it is idle. When hyper fails it on a request head it
 /// could not parse, the JSON error of DESIGN §3 is written in place of
-/// hyper's bare answer (see [`crate::connection`]).
+/// hyper's bare answer (see [`super::connection`]).
 async fn serve_connection<R: Runtime>(
     stream: UnixStream,
     svc: Arc<ActorService<R>>,

@@ -18,11 +18,11 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::access::Access;
-use crate::error::ApiError;
-use crate::router::{route, Route};
+use super::access::Access;
+use super::error::ApiError;
+use super::router::{route, Route};
+use super::server::{Limits, Peer};
 use crate::runsc::Runtime;
-use crate::server::{Limits, Peer};
 use crate::service::{ActorService, ServiceError};
 
 /// Largest request body accepted (DESIGN §3).
