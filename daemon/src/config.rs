@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::http::access::{AccessConfig, AccessPolicy};
-use crate::http::server::Limits;
+use crate::http::Limits;
 use crate::policy::{AdmissionPolicy, DaemonPaths, PolicyConfig};
 use serde::Deserialize;
 

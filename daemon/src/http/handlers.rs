@@ -1,31 +1,31 @@
 //! Handlers: decode a request, call the actor service, encode the answer.
-//! Every failure leaves here as the JSON error body of DESIGN §3.
+//! Every failure leaves here as the JSON error body (`ErrorBody` in
+//! docs/openapi.yaml).
 
 use std::convert::Infallible;
 use std::io::SeekFrom;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use atelet_api::{CreateActorRequest, ErrorCode, ImageList};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{broadcast, mpsc};
 
 use super::access::Access;
 use super::error::ApiError;
+use super::peer::{Limits, Peer};
+use super::response::{error_response, json, no_content, stream, with_type, ResponseBody};
 use super::router::{route, Route};
-use super::server::{Limits, Peer};
 use crate::runsc::Runtime;
 use crate::service::{ActorService, ServiceError};
 
-/// Largest request body accepted (DESIGN §3).
+/// Largest request body accepted: a create request is a spec, far
+/// smaller; beyond this the client gets 413.
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// Most bytes of an oversized body read (and dropped) before answering 413.
@@ -33,9 +33,6 @@ pub const DRAIN_LIMIT: usize = 8 * MAX_BODY;
 
 /// How often a followed log is checked for growth.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
-
-/// The response body: a whole buffer or a stream.
-pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// Serves one request.
 pub async fn handle<R: Runtime>(
@@ -89,7 +86,7 @@ pub async fn handle<R: Runtime>(
 }
 
 /// Refuses a request head over the configured limits with the JSON error
-/// of DESIGN §3, naming the limit (at four times them hyper gives up
+/// body, naming the limit (at four times them hyper gives up
 /// before a handler runs; the server then answers a JSON 413 itself).
 fn check_head(req: &Request<Incoming>, limits: &Limits) -> Result<(), ApiError> {
     let count = req.headers().len();
@@ -266,114 +263,6 @@ async fn read_body(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, A
         return Err(too_large());
     }
     Ok(buf.freeze())
-}
-
-/// A JSON response.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => with_type(
-            status,
-            "application/json",
-            Full::new(Bytes::from(bytes)).boxed(),
-        ),
-        Err(e) => error_response(&ApiError::new(
-            ErrorCode::Internal,
-            format!("encoding response: {e}"),
-        )),
-    }
-}
-
-/// The error body with its status.
-pub fn error_response(e: &ApiError) -> Response<ResponseBody> {
-    with_type(
-        error_status(e),
-        "application/json",
-        Full::new(Bytes::from(error_bytes(e))).boxed(),
-    )
-}
-
-/// [`error_response`] as bytes on the wire, with `Connection: close`, for
-/// the server to write where hyper has given up on the connection.
-pub fn raw_error_response(e: &ApiError) -> Vec<u8> {
-    let status = error_status(e);
-    let body = error_bytes(e);
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
-}
-
-fn error_status(e: &ApiError) -> StatusCode {
-    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-fn error_bytes(e: &ApiError) -> Vec<u8> {
-    serde_json::to_vec(&e.body()).unwrap_or_else(|_| {
-        br#"{"error":{"code":"Internal","message":"error encoding failed"}}"#.to_vec()
-    })
-}
-
-/// 204, no body.
-fn no_content() -> Response<ResponseBody> {
-    Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Full::new(Bytes::new()).boxed())
-        .unwrap_or_else(|_| internal_response())
-}
-
-fn internal_response() -> Response<ResponseBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(
-            br#"{"error":{"code":"Internal","message":"building response failed"}}"#,
-        ))
-        .boxed(),
-    );
-    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    r
-}
-
-fn with_type(
-    status: StatusCode,
-    content_type: &'static str,
-    body: ResponseBody,
-) -> Response<ResponseBody> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-/// A body fed by a channel, for streams (logs, events).
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response<ResponseBody>) {
-    let (tx, rx) = mpsc::channel(16);
-    (
-        tx,
-        with_type(StatusCode::OK, content_type, ChannelBody { rx }.boxed()),
-    )
 }
 
 /// `GET /v1/actors`: `{"actors":[…]}`, streamed in chunks as the records
