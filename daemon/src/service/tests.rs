@@ -694,22 +694,6 @@ async fn recovery_resolves_every_interrupted_step() {
         .any(|e| e.actor_id == "susp-uncommitted" && e.to == Some(Resuming)));
 }
 
-#[test]
-fn logs_over_the_limit_are_rotated() {
-    let dir = tempfile::tempdir().unwrap();
-    let big = dir.path().join("a.log");
-    let small = dir.path().join("b.log");
-    std::fs::write(&big, vec![b'x'; 10_000]).unwrap();
-    std::fs::write(&small, b"short").unwrap();
-    let done = rotate_logs_in(dir.path(), 4096);
-    assert_eq!(done, ["a.log"]);
-    assert_eq!(std::fs::metadata(&big).unwrap().len(), 0);
-    assert_eq!(std::fs::metadata(rotated(&big)).unwrap().len(), 10_000);
-    assert_eq!(std::fs::read(&small).unwrap(), b"short");
-    // The rotated copy itself is never rotated again.
-    assert!(rotate_logs_in(dir.path(), 4096).is_empty());
-}
-
 #[tokio::test]
 async fn requests_for_unknown_actors_leave_no_lock_behind() {
     let env = Env::new();

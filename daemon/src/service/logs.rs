@@ -1,0 +1,81 @@
+//! Actor logs: where each is written, and their rotation.
+
+use super::*;
+
+impl<R: Runtime> ActorService<R> {
+    /// Moves aside every actor log over `log_max_bytes`: its content goes to
+    /// `<id>.log.1` (replacing the previous one) and the log starts empty
+    /// again (copy and truncate: the sandbox keeps its O_APPEND descriptor).
+    /// An actor cannot fill the disk that holds sled and the snapshots with
+    /// its output. Lines written between the copy and the truncation are
+    /// lost.
+    pub async fn rotate_logs(&self) {
+        let dir = self.logs_dir.clone();
+        let max = self.log_max_bytes;
+        let rotated_logs = tokio::task::spawn_blocking(move || rotate_logs_in(&dir, max)).await;
+        match rotated_logs {
+            Ok(names) if !names.is_empty() => tracing::info!(logs = ?names, "rotated actor logs"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rotating logs"),
+        }
+    }
+
+    /// The actor's log file (stdout and stderr of its sandboxes).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.logs_dir.join(format!("{id}.log"))
+    }
+}
+
+/// Where a log is rotated to.
+pub(super) fn rotated(log: &std::path::Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Rotates the logs in `dir` over `max` bytes; returns their names.
+pub(super) fn rotate_logs_in(dir: &std::path::Path, max: u64) -> Vec<String> {
+    let mut done = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return done;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_log = path.extension().is_some_and(|e| e == "log");
+        if !is_log || entry.metadata().map(|m| m.len()).unwrap_or(0) <= max {
+            continue;
+        }
+        let res = std::fs::copy(&path, rotated(&path)).and_then(|_| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(0))
+        });
+        match res {
+            Ok(()) => done.push(entry.file_name().to_string_lossy().into_owned()),
+            Err(e) => tracing::warn!(log = %path.display(), error = %e, "rotating a log"),
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_over_the_limit_are_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("a.log");
+        let small = dir.path().join("b.log");
+        std::fs::write(&big, vec![b'x'; 10_000]).unwrap();
+        std::fs::write(&small, b"short").unwrap();
+        let done = rotate_logs_in(dir.path(), 4096);
+        assert_eq!(done, ["a.log"]);
+        assert_eq!(std::fs::metadata(&big).unwrap().len(), 0);
+        assert_eq!(std::fs::metadata(rotated(&big)).unwrap().len(), 10_000);
+        assert_eq!(std::fs::read(&small).unwrap(), b"short");
+        // The rotated copy itself is never rotated again.
+        assert!(rotate_logs_in(dir.path(), 4096).is_empty());
+    }
+}
