@@ -3,23 +3,21 @@
 //! docs/openapi.yaml).
 
 use std::convert::Infallible;
-use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atelet_api::{CreateActorRequest, ErrorCode, ImageList};
+use atelet_api::{CreateActorRequest, ErrorCode, Event, ImageList};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::access::Access;
 use super::error::ApiError;
 use super::peer::{Limits, Peer};
-use super::response::{error_response, json, no_content, stream, with_type, ResponseBody};
+use super::response::{error_response, json, no_content, streamed, with_type, ResponseBody};
 use super::router::{route, Route};
 use crate::runsc::Runtime;
 use crate::service::{ActorService, ServiceError};
@@ -30,9 +28,6 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 /// Most bytes of an oversized body read (and dropped) before answering 413.
 pub const DRAIN_LIMIT: usize = 8 * MAX_BODY;
-
-/// How often a followed log is checked for growth.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Serves one request.
 pub async fn handle<R: Runtime>(
@@ -180,8 +175,18 @@ async fn dispatch<R: Runtime>(
             detached(async move { svc.delete_image(&digest).await }).await?;
             Ok(no_content())
         }
-        Route::Logs { id, follow } => logs(svc, id, follow).await,
-        Route::Events { since, follow } => events(svc, since, follow),
+        // The service follows the log; this only frames its chunks.
+        Route::Logs { id, follow } => Ok(streamed(
+            "text/plain; charset=utf-8",
+            svc.logs(&id, follow)?,
+            Some,
+        )),
+        // The service replays and follows the event log; one event a line.
+        Route::Events { since, follow } => Ok(streamed(
+            "application/x-ndjson",
+            svc.events(since, follow),
+            ndjson_line,
+        )),
         Route::Metrics => Ok(with_type(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -272,7 +277,7 @@ fn list_actors<R: Runtime>(
     status: Option<atelet_api::ActorStatus>,
 ) -> Response<ResponseBody> {
     const CHUNK: usize = 64 * 1024;
-    let (tx, response) = stream("application/json");
+    let (tx, rx) = mpsc::channel(16);
     tokio::task::spawn_blocking(move || {
         let mut buf = b"{\"actors\":[".to_vec();
         let mut first = true;
@@ -300,140 +305,13 @@ fn list_actors<R: Runtime>(
             Err(e) => tracing::error!(error = %e, "listing actors"),
         }
     });
-    response
+    streamed("application/json", rx, Some)
 }
 
-/// `GET /v1/actors/{id}/logs`: what the actor printed; with `follow`, keeps
-/// sending what is appended until the client goes or the actor is deleted.
-async fn logs<R: Runtime>(
-    svc: Arc<ActorService<R>>,
-    id: String,
-    follow: bool,
-) -> Result<Response<ResponseBody>, ApiError> {
-    if !svc.exists(&id)? {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("actor {id} not found"),
-        ));
-    }
-    let path = svc.log_path(&id);
-    let (tx, response) = stream("text/plain; charset=utf-8");
-    tokio::spawn(async move {
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            if let Ok(mut f) = tokio::fs::File::open(&path).await {
-                // Rotated (truncated) since the last read: start over.
-                if f.metadata().await.is_ok_and(|m| m.len() < offset) {
-                    offset = 0;
-                }
-                if f.seek(SeekFrom::Start(offset)).await.is_ok() {
-                    loop {
-                        match f.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                offset += n as u64;
-                                if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            if !follow || !matches!(svc.exists(&id), Ok(true)) {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    Ok(response)
-}
-
-/// `GET /v1/events`: NDJSON, one event per line. With `since`, the logged
-/// events after it come first, so a client that reconnects with the last
-/// sequence number it saw misses nothing.
-fn events<R: Runtime>(
-    svc: Arc<ActorService<R>>,
-    since: Option<u64>,
-    follow: bool,
-) -> Result<Response<ResponseBody>, ApiError> {
-    // Subscribe before reading the log, so nothing falls between the two.
-    let mut live = svc.subscribe_events();
-    let (tx, response) = stream("application/x-ndjson");
-    tokio::spawn(async move {
-        let mut last = since.unwrap_or_else(|| svc.last_event_seq());
-        // Replay (in pages) what was logged after `last`.
-        if since.is_some() && !replay(&svc, &tx, &mut last).await {
-            return;
-        }
-        if !follow {
-            return;
-        }
-        loop {
-            tokio::select! {
-                ev = live.recv() => match ev {
-                    Ok(ev) => {
-                        if ev.seq <= last {
-                            continue;
-                        }
-                        // Writes of different actors may be announced out
-                        // of order; every event up to this one is already
-                        // in the log, so a gap is filled from there.
-                        if ev.seq > last + 1 {
-                            if !replay(&svc, &tx, &mut last).await {
-                                return;
-                            }
-                            continue;
-                        }
-                        last = ev.seq;
-                        if !send_event(&tx, &ev).await {
-                            return;
-                        }
-                    }
-                    // Fell behind: catch up from the log.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if !replay(&svc, &tx, &mut last).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    Ok(response)
-}
-
-async fn replay<R: Runtime>(
-    svc: &ActorService<R>,
-    tx: &mpsc::Sender<Bytes>,
-    last: &mut u64,
-) -> bool {
-    loop {
-        let Ok(page) = svc.events_since(*last, 512) else {
-            return false;
-        };
-        if page.is_empty() {
-            return true;
-        }
-        for ev in page {
-            *last = ev.seq;
-            if !send_event(tx, &ev).await {
-                return false;
-            }
-        }
-    }
-}
-
-async fn send_event(tx: &mpsc::Sender<Bytes>, ev: &atelet_api::Event) -> bool {
-    let Ok(mut line) = serde_json::to_vec(ev) else {
-        return true;
-    };
+/// One line of the NDJSON event stream; an event that cannot be encoded
+/// is left out rather than ending the stream.
+fn ndjson_line(ev: Event) -> Option<Bytes> {
+    let mut line = serde_json::to_vec(&ev).ok()?;
     line.push(b'\n');
-    tx.send(Bytes::from(line)).await.is_ok()
+    Some(Bytes::from(line))
 }

@@ -102,12 +102,16 @@ pub fn with_type(
     r
 }
 
-/// A body fed by a channel, for streams (logs, events).
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
+/// A body fed by a channel, for streams (the actor list, logs, events):
+/// each item is encoded into a chunk as hyper asks for it, so a slow
+/// client holds back whoever sends. Dropping it (the client went) closes
+/// the channel, which the sender sees.
+struct ChannelBody<T> {
+    rx: mpsc::Receiver<T>,
+    encode: fn(T) -> Option<Bytes>,
 }
 
-impl Body for ChannelBody {
+impl<T> Body for ChannelBody<T> {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -115,18 +119,50 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        loop {
+            match std::task::ready!(self.rx.poll_recv(cx)) {
+                None => return Poll::Ready(None),
+                Some(item) => {
+                    // An item that cannot be encoded is left out.
+                    if let Some(chunk) = (self.encode)(item) {
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                }
+            }
+        }
     }
 }
 
-/// A 200 whose body is what is sent on the returned channel, ending
-/// when the sender is dropped; the sender sees the client go as `closed()`.
-pub fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response<ResponseBody>) {
-    let (tx, rx) = mpsc::channel(16);
-    (
-        tx,
-        with_type(StatusCode::OK, content_type, ChannelBody { rx }.boxed()),
+/// A 200 whose body is what arrives on `rx`, each item encoded by
+/// `encode` (`Some` for chunks of bytes), ending when every sender is
+/// dropped.
+pub fn streamed<T: Send + 'static>(
+    content_type: &'static str,
+    rx: mpsc::Receiver<T>,
+    encode: fn(T) -> Option<Bytes>,
+) -> Response<ResponseBody> {
+    with_type(
+        StatusCode::OK,
+        content_type,
+        ChannelBody { rx, encode }.boxed(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_body_leaves_out_what_cannot_be_encoded_and_ends_with_the_sender() {
+        let (tx, rx) = mpsc::channel(8);
+        let response = streamed("text/plain", rx, |n: u32| {
+            (n % 2 == 1).then(|| Bytes::from(n.to_string()))
+        });
+        for n in 1..=5 {
+            tx.send(n).await.unwrap();
+        }
+        drop(tx);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "135");
+    }
 }

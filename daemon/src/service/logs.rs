@@ -1,8 +1,29 @@
-//! Actor logs: where each is written, and their rotation.
+//! Actor logs: where each is written, their rotation, and reading one as
+//! it grows.
+
+use std::io::SeekFrom;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
 
 use super::*;
 
+/// How often a followed log is checked for growth.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Bytes read from a log at a time: one chunk of the stream.
+const CHUNK: usize = 64 * 1024;
+
+/// Chunks a stream holds for a slow reader before reading the log waits.
+const STREAM_BUFFER: usize = 16;
+
 impl<R: Runtime> ActorService<R> {
+    /// The actor's log file (stdout and stderr of its sandboxes).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.logs_dir.join(format!("{id}.log"))
+    }
+
     /// Moves aside every actor log over `log_max_bytes`: its content goes to
     /// `<id>.log.1` (replacing the previous one) and the log starts empty
     /// again (copy and truncate: the sandbox keeps its O_APPEND descriptor).
@@ -20,9 +41,58 @@ impl<R: Runtime> ActorService<R> {
         }
     }
 
-    /// The actor's log file (stdout and stderr of its sandboxes).
-    pub fn log_path(&self, id: &str) -> PathBuf {
-        self.logs_dir.join(format!("{id}.log"))
+    /// What actor `id` printed, in chunks; with `follow`, then what it
+    /// appends, until the receiver is dropped or the actor is deleted. A
+    /// log that shrank was rotated: it is read again from its start, so
+    /// nothing written after the rotation is missed.
+    pub fn logs(self: &Arc<Self>, id: &str, follow: bool) -> Result<mpsc::Receiver<Bytes>> {
+        if !self.exists(id)? {
+            return Err(ServiceError::NotFound(id.to_string()));
+        }
+        let id = id.to_string();
+        let path = self.log_path(&id);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut offset = 0u64;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                    // Rotated (truncated) since the last read: start over.
+                    if f.metadata().await.is_ok_and(|m| m.len() < offset) {
+                        offset = 0;
+                    }
+                    if f.seek(SeekFrom::Start(offset)).await.is_ok() {
+                        loop {
+                            match f.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    offset += n as u64;
+                                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                                    if tx.send(chunk).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if !follow || !matches!(svc.exists(&id), Ok(true)) {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Whether actor `id` has a record (a bad id is an error).
+    fn exists(&self, id: &str) -> Result<bool> {
+        validate_actor_id(id)?;
+        Ok(self.store.contains(id)?)
     }
 }
 

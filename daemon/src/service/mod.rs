@@ -1,6 +1,7 @@
 //! The actor service: the lifecycle (docs/design.md, "Lifecycle") on top
 //! of the store, the images, the bundle builder, the runtime and the
-//! snapshot store.
+//! snapshot store. It knows nothing of HTTP: it offers operations, queries
+//! and streams (events, logs) that the HTTP layer only adapts.
 //!
 //! Operations on one actor are serialised by a per-actor lock; different
 //! actors proceed in parallel. Each step that touches runsc is bracketed by
@@ -297,12 +298,6 @@ impl<R: Runtime> ActorService<R> {
             snapshot_bytes += s.snapshot_bytes;
         }
         (counts, snapshot_bytes)
-    }
-
-    /// Checks that an actor exists (for the logs endpoint).
-    pub fn exists(&self, id: &str) -> Result<bool> {
-        validate_actor_id(id)?;
-        Ok(self.store.contains(id)?)
     }
 
     // ---- lifecycle ----------------------------------------------------------
