@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::access::{AccessConfig, AccessPolicy};
+use crate::http::access::{AccessConfig, AccessPolicy};
+use crate::http::Limits;
 use crate::policy::{AdmissionPolicy, DaemonPaths, PolicyConfig};
-use crate::server::Limits;
 use serde::Deserialize;
 
 /// Command line of `atelet`.

@@ -149,14 +149,17 @@ pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::
                 );
             }
             let path = a.path.clone().unwrap_or_else(|| config.socket.clone());
-            let listener = crate::server::from_activated(a.listener)
+            let listener = crate::http::server::from_activated(a.listener)
                 .context("using the socket passed by systemd")?;
             (listener, path, false)
         }
         None => {
-            let listener =
-                crate::server::bind(&config.socket, config.socket_mode, config.access.socket_gid)
-                    .with_context(|| format!("binding {}", config.socket.display()))?;
+            let listener = crate::http::server::bind(
+                &config.socket,
+                config.socket_mode,
+                config.access.socket_gid,
+            )
+            .with_context(|| format!("binding {}", config.socket.display()))?;
             (listener, config.socket.clone(), true)
         }
     };
@@ -177,7 +180,7 @@ pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::
         }
         crate::systemd::notify_stopping();
     };
-    crate::server::serve(
+    crate::http::server::serve(
         listener,
         svc.clone(),
         std::sync::Arc::new(config.access.clone()),

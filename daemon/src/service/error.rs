@@ -1,5 +1,5 @@
 //! Errors of the actor service; the HTTP layer maps each to a status
-//! (`crate::error::error_code`).
+//! (`crate::http::error::error_code`).
 
 use super::*;
 

@@ -1,5 +1,7 @@
-//! The actor service: the lifecycle of DESIGN §4 on top of the store, the
-//! images, the bundle builder, the runtime and the snapshot store.
+//! The actor service: the lifecycle (docs/design.md, "Lifecycle") on top
+//! of the store, the images, the bundle builder, the runtime and the
+//! snapshot store. It knows nothing of HTTP: it offers operations, queries
+//! and streams (events, logs) that the HTTP layer only adapts.
 //!
 //! Operations on one actor are serialised by a per-actor lock; different
 //! actors proceed in parallel. Each step that touches runsc is bracketed by
@@ -140,28 +142,6 @@ impl<R: Runtime> ActorService<R> {
     /// The runtime (for health and tests).
     pub fn runtime(&self) -> &R {
         &self.runtime
-    }
-
-    /// Moves aside every actor log over `log_max_bytes`: its content goes to
-    /// `<id>.log.1` (replacing the previous one) and the log starts empty
-    /// again (copy and truncate: the sandbox keeps its O_APPEND descriptor).
-    /// An actor cannot fill the disk that holds sled and the snapshots with
-    /// its output. Lines written between the copy and the truncation are
-    /// lost.
-    pub async fn rotate_logs(&self) {
-        let dir = self.logs_dir.clone();
-        let max = self.log_max_bytes;
-        let rotated_logs = tokio::task::spawn_blocking(move || rotate_logs_in(&dir, max)).await;
-        match rotated_logs {
-            Ok(names) if !names.is_empty() => tracing::info!(logs = ?names, "rotated actor logs"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "rotating logs"),
-        }
-    }
-
-    /// The actor's log file (stdout and stderr of its sandboxes).
-    pub fn log_path(&self, id: &str) -> PathBuf {
-        self.logs_dir.join(format!("{id}.log"))
     }
 
     fn begin_op(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
@@ -320,94 +300,7 @@ impl<R: Runtime> ActorService<R> {
         (counts, snapshot_bytes)
     }
 
-    /// Checks that an actor exists (for the logs endpoint).
-    pub fn exists(&self, id: &str) -> Result<bool> {
-        validate_actor_id(id)?;
-        Ok(self.store.contains(id)?)
-    }
-
-    /// Logged events after `since`, at most `limit`.
-    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
-        Ok(self.store.events_since(since, limit)?)
-    }
-
-    /// Sequence number of the newest logged event.
-    pub fn last_event_seq(&self) -> u64 {
-        self.store.last_seq()
-    }
-
-    /// Live events.
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
-        self.store.subscribe()
-    }
-
     // ---- lifecycle ----------------------------------------------------------
-
-    /// `POST /v1/actors`.
-    pub async fn create(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
-        // An id that fails validation is not written to the log.
-        let id = match validate_actor_id(&req.id) {
-            Ok(()) => req.id.clone(),
-            Err(_) => "(invalid)".to_string(),
-        };
-        self.measured("create", &id, self.create_inner(req)).await
-    }
-
-    async fn create_inner(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
-        validate_create(&req)?;
-        if req.spec.containers.len() > 1 {
-            return Err(ServiceError::NotSupported(
-                "spec.containers: multi-container actors are not supported yet (one container per actor)".to_string(),
-            ));
-        }
-        // Before any image is read: image_dirs keeps the daemon from opening
-        // (and unpacking) host paths the node does not allow.
-        self.policy.check(&req)?;
-        // Held (pinned) until the record names the image's digest.
-        let mut images = Vec::new();
-        for (i, c) in req.spec.containers.iter().enumerate() {
-            let image = self.images.resolve(&c.image).await?;
-            crate::bundle::check_process(&format!("spec.containers[{i}]"), c, &image.config)?;
-            images.push(image);
-        }
-        let start = req.start.unwrap_or(true);
-        let _op = self.begin_op()?;
-        if start {
-            self.runtime
-                .ensure_available()
-                .map_err(runtime_err("create"))?;
-        }
-        let _guard = self.locks.lock(&req.id).await;
-        if self.store.contains(&req.id)? {
-            return Err(ServiceError::AlreadyExists(req.id));
-        }
-        let mut rec = ActorRecord::new(req.id, req.template, req.spec, now_rfc3339());
-        rec.image_digest = images.first().and_then(|i| i.digest.clone());
-        {
-            // Count and insert as one step, or concurrent creates could all
-            // pass max_actors.
-            let _admission = self.admission.lock().await;
-            let admitted: Result<()> = match self.policy.check_count(self.store.len()) {
-                Ok(()) => self
-                    .store
-                    .insert_new(&rec, "created")
-                    .await
-                    .map_err(ServiceError::from),
-                Err(e) => Err(ServiceError::from(e)),
-            };
-            if let Err(e) = admitted {
-                // No record: its lock must not outlive the request.
-                self.locks.forget(&rec.id);
-                return Err(e);
-            }
-        }
-        tracing::info!(actor = %rec.id, op = "create", "actor created");
-        if start {
-            self.start_locked(&mut rec, "create", images.into_iter().next())
-                .await?;
-        }
-        Ok(rec.to_api())
-    }
 
     /// Carries out `op` on actor `id` and answers the actor as it is after
     /// it; for [`Op::Delete`], `None` (the actor is gone).
@@ -578,80 +471,6 @@ impl<R: Runtime> ActorService<R> {
         Ok(rec.to_api())
     }
 
-    /// `DELETE /v1/actors/{id}`.
-    pub async fn delete(&self, id: &str) -> Result<()> {
-        self.measured(Op::Delete.as_str(), id, self.delete_inner(id))
-            .await
-    }
-
-    async fn delete_inner(&self, id: &str) -> Result<()> {
-        let (step, rec) = self.begin_step(id, Op::Delete).await?;
-        // The current sandbox must go first: if that fails, nothing changes.
-        if let Some(c) = &rec.container {
-            self.runtime
-                .ensure_available()
-                .map_err(runtime_err("delete"))?;
-            self.runtime
-                .delete(&c.id, true)
-                .await
-                .map_err(runtime_err(format!("deleting actor {id}")))?;
-        }
-        // The runsc state a suspend or an exit may still be removing in the
-        // background: tidying only, recovery removes what is left.
-        let last = container_id(id, rec.incarnation, &self.node);
-        let current = rec.container.as_ref().map(|c| c.id.as_str());
-        if rec.incarnation > 0
-            && current != Some(last.as_str())
-            && self.runtime.ensure_available().is_ok()
-        {
-            if let Err(e) = self.runtime.delete(&last, true).await {
-                tracing::warn!(actor = %id, container = %last, error = %e, "tidying runsc state");
-            }
-        }
-        self.store.remove(id, rec.status, "deleted").await?;
-        self.unrecovered_ids().remove(id);
-        tracing::info!(actor = %id, op = "delete", "actor deleted");
-        self.remove_files(id).await;
-        // While still holding the lock: the count then tells whether
-        // anyone else waits for it.
-        self.locks.forget(id);
-        drop(step);
-        Ok(())
-    }
-
-    /// Removes a deleted actor's files (snapshots may be gigabytes: off the
-    /// async threads).
-    async fn remove_files(&self, id: &str) {
-        let dirs = [
-            ("bundle", self.bundles.dir(id)),
-            ("snapshots", self.snapshots.actor_dir(id)),
-            ("volumes", self.volumes_dir.join(id)),
-        ];
-        let logs = [self.log_path(id), rotated(&self.log_path(id))];
-        let id = id.to_string();
-        let work = tokio::task::spawn_blocking(move || {
-            let mut results: Vec<(&str, std::io::Result<()>)> = dirs
-                .iter()
-                .map(|(what, dir)| (*what, remove_dir_if_exists(dir)))
-                .collect();
-            for log in &logs {
-                let res = match std::fs::remove_file(log) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    other => other,
-                };
-                results.push(("log", res));
-            }
-            for (what, res) in results {
-                if let Err(e) = res {
-                    tracing::warn!(actor = %id, what, error = %e, "removing files of a deleted actor");
-                }
-            }
-        });
-        if let Err(e) = work.await {
-            tracing::warn!(error = %e, "the file removal task failed");
-        }
-    }
-
     // ---- helpers ------------------------------------------------------------
 
     /// Counts and times one lifecycle operation.
@@ -753,46 +572,17 @@ fn node_id(state_dir: &std::path::Path) -> Result<String> {
     Ok(id)
 }
 
-/// Where a log is rotated to.
-fn rotated(log: &std::path::Path) -> PathBuf {
-    let mut name = log.as_os_str().to_owned();
-    name.push(".1");
-    PathBuf::from(name)
-}
-
-/// Rotates the logs in `dir` over `max` bytes; returns their names.
-fn rotate_logs_in(dir: &std::path::Path, max: u64) -> Vec<String> {
-    let mut done = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return done;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_log = path.extension().is_some_and(|e| e == "log");
-        if !is_log || entry.metadata().map(|m| m.len()).unwrap_or(0) <= max {
-            continue;
-        }
-        let res = std::fs::copy(&path, rotated(&path)).and_then(|_| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(0))
-        });
-        match res {
-            Ok(()) => done.push(entry.file_name().to_string_lossy().into_owned()),
-            Err(e) => tracing::warn!(log = %path.display(), error = %e, "rotating a log"),
-        }
-    }
-    done
-}
-
 /// Snapshot ids sort in creation order.
 pub fn snapshot_id(seq: u64) -> String {
     format!("snap-{seq:06}")
 }
 
+mod create;
+mod delete;
 mod error;
+mod events;
 mod images;
+mod logs;
 mod recovery;
 mod supervision;
 mod suspend;
@@ -801,5 +591,6 @@ mod tests;
 
 pub use error::ServiceError;
 use error::{runtime_err, snapshot_err, transition_error, Result};
+use logs::rotated;
 pub use recovery::{ReconcileReport, RECOVERY_RETRY};
 pub use suspend::space_check_below;

@@ -757,22 +757,6 @@ async fn recovery_resolves_every_interrupted_step() {
         .any(|e| e.actor_id == "susp-uncommitted" && e.to == Some(Resuming)));
 }
 
-#[test]
-fn logs_over_the_limit_are_rotated() {
-    let dir = tempfile::tempdir().unwrap();
-    let big = dir.path().join("a.log");
-    let small = dir.path().join("b.log");
-    std::fs::write(&big, vec![b'x'; 10_000]).unwrap();
-    std::fs::write(&small, b"short").unwrap();
-    let done = rotate_logs_in(dir.path(), 4096);
-    assert_eq!(done, ["a.log"]);
-    assert_eq!(std::fs::metadata(&big).unwrap().len(), 0);
-    assert_eq!(std::fs::metadata(rotated(&big)).unwrap().len(), 10_000);
-    assert_eq!(std::fs::read(&small).unwrap(), b"short");
-    // The rotated copy itself is never rotated again.
-    assert!(rotate_logs_in(dir.path(), 4096).is_empty());
-}
-
 #[tokio::test]
 async fn requests_for_unknown_actors_leave_no_lock_behind() {
     let env = Env::new();
@@ -903,7 +887,7 @@ async fn a_snapshot_of_a_newer_manifest_major_is_refused_on_resume_and_kept() {
 
     let err = svc.resume("s").await.unwrap_err();
     assert_eq!(
-        crate::error::error_code(&err),
+        crate::http::error::error_code(&err),
         atelet_api::ErrorCode::Conflict
     );
     let msg = err.to_string();
@@ -919,4 +903,119 @@ async fn a_snapshot_of_a_newer_manifest_major_is_refused_on_resume_and_kept() {
         .calls
         .iter()
         .any(|c| c.starts_with("restore")));
+}
+
+/// The next item of a stream, failing the test if none comes in time.
+async fn next<T>(rx: &mut tokio::sync::mpsc::Receiver<T>) -> Option<T> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the stream stalled")
+}
+
+/// Reads a log stream until its text ends with `want`.
+async fn read_log_until(rx: &mut tokio::sync::mpsc::Receiver<bytes::Bytes>, want: &str) {
+    let mut text = String::new();
+    while !text.ends_with(want) {
+        let chunk = next(rx).await.expect("the log stream ended");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn an_event_stream_replays_the_log_then_follows_it_each_event_once() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let mut rx = svc.events(Some(1), true);
+    // Logged while the stream replays, and after it has gone live.
+    svc.create(env.request("b")).await.unwrap();
+    tokio::task::yield_now().await;
+    svc.stop("a").await.unwrap();
+    svc.delete("b").await.unwrap();
+    let last = svc.last_event_seq();
+    let mut streamed = Vec::new();
+    while streamed.last().is_none_or(|e: &Event| e.seq < last) {
+        streamed.push(next(&mut rx).await.expect("the event stream ended"));
+    }
+    assert_eq!(streamed, svc.events_since(1, 1000).unwrap());
+}
+
+#[tokio::test]
+async fn a_live_event_stream_starts_after_the_newest_logged_event() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let before = svc.last_event_seq();
+    let mut rx = svc.events(None, true);
+    // Let the stream start before anything else is logged.
+    tokio::task::yield_now().await;
+    svc.stop("a").await.unwrap();
+    let last = svc.last_event_seq();
+    assert!(last > before);
+    let mut streamed = Vec::new();
+    while streamed.last().is_none_or(|e: &Event| e.seq < last) {
+        streamed.push(next(&mut rx).await.expect("the event stream ended"));
+    }
+    assert_eq!(streamed, svc.events_since(before, 1000).unwrap());
+}
+
+#[tokio::test]
+async fn an_event_stream_without_follow_ends_after_the_replay() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let mut rx = svc.events(Some(0), false);
+    let mut streamed = Vec::new();
+    while let Some(ev) = next(&mut rx).await {
+        streamed.push(ev);
+    }
+    assert_eq!(streamed, svc.events_since(0, 1000).unwrap());
+    // Without `since`, nothing is replayed.
+    assert!(next(&mut svc.events(None, false)).await.is_none());
+}
+
+#[tokio::test]
+async fn a_followed_log_survives_rotation_and_ends_with_the_actor() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let log = svc.log_path("a");
+    std::fs::write(&log, "one\n").unwrap();
+    let mut rx = svc.logs("a", true).unwrap();
+    read_log_until(&mut rx, "one\n").await;
+    let append = |text: &str| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    append("two\n");
+    read_log_until(&mut rx, "two\n").await;
+    // Rotation copies the log aside and truncates it: what is written next
+    // is read from the start of the file.
+    std::fs::write(&log, "3\n").unwrap();
+    read_log_until(&mut rx, "3\n").await;
+    svc.delete("a").await.unwrap();
+    while next(&mut rx).await.is_some() {}
+}
+
+#[tokio::test]
+async fn a_log_without_follow_ends_at_its_end_and_unknown_actors_have_none() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    std::fs::write(svc.log_path("a"), "hello\n").unwrap();
+    let mut rx = svc.logs("a", false).unwrap();
+    read_log_until(&mut rx, "hello\n").await;
+    assert!(next(&mut rx).await.is_none());
+    // No log yet: an empty stream.
+    svc.create(env.request("quiet")).await.unwrap();
+    assert!(next(&mut svc.logs("quiet", false).unwrap()).await.is_none());
+    assert!(matches!(
+        svc.logs("nobody", true),
+        Err(ServiceError::NotFound(_))
+    ));
+    assert!(matches!(
+        svc.logs("Not/An/Id", true),
+        Err(ServiceError::Invalid(_))
+    ));
 }

@@ -32,7 +32,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use crate::handlers::ResponseBody;
+use super::response::ResponseBody;
 
 /// The progress of one connection, shared by its socket wrapper
 /// ([`TrackedIo`]), its response bodies ([`TrackedBody`]) and the server.

@@ -18,80 +18,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use crate::access::{process_groups, Access, AccessPolicy};
-use crate::connection::{ConnState, Registry, TrackedBody, TrackedIo};
-use crate::error::malformed_request;
-use crate::handlers::{handle, raw_error_response};
+use super::access::{process_groups, Access, AccessPolicy};
+use super::connection::{ConnState, Registry, TrackedBody, TrackedIo};
+use super::error::malformed_request;
+use super::handlers::handle;
+use super::peer::{Limits, Peer};
+use super::response::raw_error_response;
 use crate::runsc::Runtime;
 use crate::service::ActorService;
 
 /// How often the accept loop looks again for an idle connection to close
 /// while a new one waits for a slot and none was idle.
 const EVICTION_RETRY: Duration = Duration::from_millis(50);
-
-/// Limits that keep one client from holding the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections served at once. When all are taken and another client
-    /// connects, the connection idle longest (no request being answered,
-    /// no stream being followed: waiting for or slowly sending a request
-    /// head) is closed to make room; while none is idle, new ones wait in
-    /// the listen backlog.
-    pub max_connections: usize,
-    /// Time to send a request's headers; a slower client is cut off.
-    pub header_read_timeout: Duration,
-    /// Time to send a request's body.
-    pub body_read_timeout: Duration,
-    /// Bytes of request head (request line and headers) accepted; the
-    /// handler answers a JSON 413 beyond.
-    pub max_header_bytes: usize,
-    /// Headers accepted in one request; the handler answers a JSON 413 beyond.
-    pub max_headers: usize,
-    /// Connections viewers (read-only peers) may hold at once, within
-    /// `max_connections`, so that their log and event streams cannot take
-    /// every slot from the control plane; beyond, a JSON 503.
-    pub max_viewer_connections: usize,
-}
-
-impl Limits {
-    /// What hyper itself buffers and parses before it gives up and fails
-    /// the connection (answered with a JSON 413 in place of hyper's bare
-    /// 431): four times our limits, so that a request only a little over
-    /// them still reaches the handler and gets the JSON error naming the
-    /// limit, while an absurd one costs bounded memory.
-    fn hyper_backstop(&self) -> (usize, usize) {
-        (
-            self.max_header_bytes.saturating_mul(4).max(8192),
-            self.max_headers.saturating_mul(4),
-        )
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 256,
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 16 * 1024,
-            max_headers: 100,
-            max_viewer_connections: 32,
-        }
-    }
-}
-
-/// What the handlers know about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    /// What the peer may do.
-    pub access: Access,
-    /// Its uid (for messages).
-    pub uid: u32,
-    /// The limits in force.
-    pub limits: Limits,
-    /// A viewer over `max_viewer_connections`: every request gets 503.
-    pub over_viewer_cap: bool,
-}
 
 /// Binds the API socket at `path` with `mode` (and group `gid`), replacing
 /// a stale socket file but refusing one that another process still serves.
@@ -223,8 +161,8 @@ type ResponseFuture =
 
 /// Serves one connection until it ends, or until the server asks it to
 /// make room while it is idle. When hyper fails it on a request head it
-/// could not parse, the JSON error of DESIGN §3 is written in place of
-/// hyper's bare answer (see [`crate::connection`]).
+/// could not parse, the JSON error body (`ErrorBody` in docs/openapi.yaml)
+/// is written in place of hyper's bare answer (see [`super::connection`]).
 async fn serve_connection<R: Runtime>(
     stream: UnixStream,
     svc: Arc<ActorService<R>>,

@@ -9,9 +9,9 @@ use hyper::Method;
 
 use atelet_api::Op;
 
-use crate::router::{route, Route};
+use super::router::{route, Route};
 
-const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
 
 /// (method, path template) of every operation in the description.
 fn described() -> BTreeSet<(String, String)> {

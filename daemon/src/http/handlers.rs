@@ -1,41 +1,33 @@
 //! Handlers: decode a request, call the actor service, encode the answer.
-//! Every failure leaves here as the JSON error body of DESIGN §3.
+//! Every failure leaves here as the JSON error body (`ErrorBody` in
+//! docs/openapi.yaml).
 
 use std::convert::Infallible;
-use std::io::SeekFrom;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use atelet_api::{CreateActorRequest, ErrorCode, ImageList};
+use atelet_api::{CreateActorRequest, ErrorCode, Event, ImageList};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
-use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use crate::access::Access;
-use crate::error::ApiError;
-use crate::router::{route, Route};
+use super::access::Access;
+use super::error::ApiError;
+use super::peer::{Limits, Peer};
+use super::response::{error_response, json, no_content, streamed, with_type, ResponseBody};
+use super::router::{route, Route};
 use crate::runsc::Runtime;
-use crate::server::{Limits, Peer};
 use crate::service::{ActorService, ServiceError};
 
-/// Largest request body accepted (DESIGN §3).
+/// Largest request body accepted: a create request is a spec, far
+/// smaller; beyond this the client gets 413.
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// Most bytes of an oversized body read (and dropped) before answering 413.
 pub const DRAIN_LIMIT: usize = 8 * MAX_BODY;
-
-/// How often a followed log is checked for growth.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-
-/// The response body: a whole buffer or a stream.
-pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// Serves one request.
 pub async fn handle<R: Runtime>(
@@ -89,7 +81,7 @@ pub async fn handle<R: Runtime>(
 }
 
 /// Refuses a request head over the configured limits with the JSON error
-/// of DESIGN §3, naming the limit (at four times them hyper gives up
+/// body, naming the limit (at four times them hyper gives up
 /// before a handler runs; the server then answers a JSON 413 itself).
 fn check_head(req: &Request<Incoming>, limits: &Limits) -> Result<(), ApiError> {
     let count = req.headers().len();
@@ -183,8 +175,18 @@ async fn dispatch<R: Runtime>(
             detached(async move { svc.delete_image(&digest).await }).await?;
             Ok(no_content())
         }
-        Route::Logs { id, follow } => logs(svc, id, follow).await,
-        Route::Events { since, follow } => events(svc, since, follow),
+        // The service follows the log; this only frames its chunks.
+        Route::Logs { id, follow } => Ok(streamed(
+            "text/plain; charset=utf-8",
+            svc.logs(&id, follow)?,
+            Some,
+        )),
+        // The service replays and follows the event log; one event a line.
+        Route::Events { since, follow } => Ok(streamed(
+            "application/x-ndjson",
+            svc.events(since, follow),
+            ndjson_line,
+        )),
         Route::Metrics => Ok(with_type(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -268,114 +270,6 @@ async fn read_body(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, A
     Ok(buf.freeze())
 }
 
-/// A JSON response.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => with_type(
-            status,
-            "application/json",
-            Full::new(Bytes::from(bytes)).boxed(),
-        ),
-        Err(e) => error_response(&ApiError::new(
-            ErrorCode::Internal,
-            format!("encoding response: {e}"),
-        )),
-    }
-}
-
-/// The error body with its status.
-pub fn error_response(e: &ApiError) -> Response<ResponseBody> {
-    with_type(
-        error_status(e),
-        "application/json",
-        Full::new(Bytes::from(error_bytes(e))).boxed(),
-    )
-}
-
-/// [`error_response`] as bytes on the wire, with `Connection: close`, for
-/// the server to write where hyper has given up on the connection.
-pub fn raw_error_response(e: &ApiError) -> Vec<u8> {
-    let status = error_status(e);
-    let body = error_bytes(e);
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
-}
-
-fn error_status(e: &ApiError) -> StatusCode {
-    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-fn error_bytes(e: &ApiError) -> Vec<u8> {
-    serde_json::to_vec(&e.body()).unwrap_or_else(|_| {
-        br#"{"error":{"code":"Internal","message":"error encoding failed"}}"#.to_vec()
-    })
-}
-
-/// 204, no body.
-fn no_content() -> Response<ResponseBody> {
-    Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Full::new(Bytes::new()).boxed())
-        .unwrap_or_else(|_| internal_response())
-}
-
-fn internal_response() -> Response<ResponseBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(
-            br#"{"error":{"code":"Internal","message":"building response failed"}}"#,
-        ))
-        .boxed(),
-    );
-    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    r
-}
-
-fn with_type(
-    status: StatusCode,
-    content_type: &'static str,
-    body: ResponseBody,
-) -> Response<ResponseBody> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-/// A body fed by a channel, for streams (logs, events).
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response<ResponseBody>) {
-    let (tx, rx) = mpsc::channel(16);
-    (
-        tx,
-        with_type(StatusCode::OK, content_type, ChannelBody { rx }.boxed()),
-    )
-}
-
 /// `GET /v1/actors`: `{"actors":[…]}`, streamed in chunks as the records
 /// are read, so that a list of 10,000 actors never sits whole in memory.
 fn list_actors<R: Runtime>(
@@ -383,7 +277,7 @@ fn list_actors<R: Runtime>(
     status: Option<atelet_api::ActorStatus>,
 ) -> Response<ResponseBody> {
     const CHUNK: usize = 64 * 1024;
-    let (tx, response) = stream("application/json");
+    let (tx, rx) = mpsc::channel(16);
     tokio::task::spawn_blocking(move || {
         let mut buf = b"{\"actors\":[".to_vec();
         let mut first = true;
@@ -411,140 +305,13 @@ fn list_actors<R: Runtime>(
             Err(e) => tracing::error!(error = %e, "listing actors"),
         }
     });
-    response
+    streamed("application/json", rx, Some)
 }
 
-/// `GET /v1/actors/{id}/logs`: what the actor printed; with `follow`, keeps
-/// sending what is appended until the client goes or the actor is deleted.
-async fn logs<R: Runtime>(
-    svc: Arc<ActorService<R>>,
-    id: String,
-    follow: bool,
-) -> Result<Response<ResponseBody>, ApiError> {
-    if !svc.exists(&id)? {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("actor {id} not found"),
-        ));
-    }
-    let path = svc.log_path(&id);
-    let (tx, response) = stream("text/plain; charset=utf-8");
-    tokio::spawn(async move {
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            if let Ok(mut f) = tokio::fs::File::open(&path).await {
-                // Rotated (truncated) since the last read: start over.
-                if f.metadata().await.is_ok_and(|m| m.len() < offset) {
-                    offset = 0;
-                }
-                if f.seek(SeekFrom::Start(offset)).await.is_ok() {
-                    loop {
-                        match f.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                offset += n as u64;
-                                if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            if !follow || !matches!(svc.exists(&id), Ok(true)) {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    Ok(response)
-}
-
-/// `GET /v1/events`: NDJSON, one event per line. With `since`, the logged
-/// events after it come first, so a client that reconnects with the last
-/// sequence number it saw misses nothing.
-fn events<R: Runtime>(
-    svc: Arc<ActorService<R>>,
-    since: Option<u64>,
-    follow: bool,
-) -> Result<Response<ResponseBody>, ApiError> {
-    // Subscribe before reading the log, so nothing falls between the two.
-    let mut live = svc.subscribe_events();
-    let (tx, response) = stream("application/x-ndjson");
-    tokio::spawn(async move {
-        let mut last = since.unwrap_or_else(|| svc.last_event_seq());
-        // Replay (in pages) what was logged after `last`.
-        if since.is_some() && !replay(&svc, &tx, &mut last).await {
-            return;
-        }
-        if !follow {
-            return;
-        }
-        loop {
-            tokio::select! {
-                ev = live.recv() => match ev {
-                    Ok(ev) => {
-                        if ev.seq <= last {
-                            continue;
-                        }
-                        // Writes of different actors may be announced out
-                        // of order; every event up to this one is already
-                        // in the log, so a gap is filled from there.
-                        if ev.seq > last + 1 {
-                            if !replay(&svc, &tx, &mut last).await {
-                                return;
-                            }
-                            continue;
-                        }
-                        last = ev.seq;
-                        if !send_event(&tx, &ev).await {
-                            return;
-                        }
-                    }
-                    // Fell behind: catch up from the log.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if !replay(&svc, &tx, &mut last).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tx.closed() => return,
-            }
-        }
-    });
-    Ok(response)
-}
-
-async fn replay<R: Runtime>(
-    svc: &ActorService<R>,
-    tx: &mpsc::Sender<Bytes>,
-    last: &mut u64,
-) -> bool {
-    loop {
-        let Ok(page) = svc.events_since(*last, 512) else {
-            return false;
-        };
-        if page.is_empty() {
-            return true;
-        }
-        for ev in page {
-            *last = ev.seq;
-            if !send_event(tx, &ev).await {
-                return false;
-            }
-        }
-    }
-}
-
-async fn send_event(tx: &mpsc::Sender<Bytes>, ev: &atelet_api::Event) -> bool {
-    let Ok(mut line) = serde_json::to_vec(ev) else {
-        return true;
-    };
+/// One line of the NDJSON event stream; an event that cannot be encoded
+/// is left out rather than ending the stream.
+fn ndjson_line(ev: Event) -> Option<Bytes> {
+    let mut line = serde_json::to_vec(&ev).ok()?;
     line.push(b'\n');
-    tx.send(Bytes::from(line)).await.is_ok()
+    Some(Bytes::from(line))
 }

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use atelet_api::{ActorStatus, ErrorCode, Op};
 use hyper::Method;
 
-use crate::error::ApiError;
+use super::error::ApiError;
 
 /// Every request the API understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
