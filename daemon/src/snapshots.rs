@@ -1,4 +1,4 @@
-//! The snapshot store (DESIGN §6): one directory per snapshot under
+//! The snapshot store (docs/design.md §6): one directory per snapshot under
 //! `<state>/snapshots/<actor>/<snapshot>/`, holding `checkpoint.img` and
 //! `manifest.json`.
 //!

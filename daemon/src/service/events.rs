@@ -33,10 +33,13 @@ impl<R: Runtime> ActorService<R> {
     pub fn events(self: &Arc<Self>, since: Option<u64>, follow: bool) -> mpsc::Receiver<Event> {
         // Subscribe before reading the log, so nothing falls between the two.
         let mut live = self.store.subscribe();
+        // Without `since`, the stream starts at what is logged now, when
+        // the request is answered, not when the task first runs: a client
+        // that has its answer must not miss what is logged in between.
+        let mut last = since.unwrap_or_else(|| self.last_event_seq());
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let svc = self.clone();
         tokio::spawn(async move {
-            let mut last = since.unwrap_or_else(|| svc.last_event_seq());
             if since.is_some() && !svc.replay(&tx, &mut last).await {
                 return;
             }
