@@ -24,16 +24,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
 }
 
 /// `PATH` every process gets unless the image or the spec sets one.
-pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Annotation keys carrying the actor's identity.
-pub const ANNOTATION_ACTOR_ID: &str = "dev.atelet.actor-id";
+pub(crate) const ANNOTATION_ACTOR_ID: &str = "dev.atelet.actor-id";
 /// See [`ANNOTATION_ACTOR_ID`].
-pub const ANNOTATION_TEMPLATE: &str = "dev.atelet.template";
+pub(crate) const ANNOTATION_TEMPLATE: &str = "dev.atelet.template";
 
 /// Errors of the bundle layer.
 #[derive(Debug, thiserror::Error)]
-pub enum BundleError {
+pub(crate) enum BundleError {
     /// The spec cannot be expressed (it passed validation, so this is a bug
     /// or a gap such as a missing command).
     #[error("{0}")]
@@ -59,7 +60,7 @@ impl BundleError {
     /// validation and [`check_process`] accepted it at create, so a spec
     /// the builder cannot express is a gap between those checks and the
     /// builder (a daemon bug), and a failed write is this host's.
-    pub fn is_client_fault(&self) -> bool {
+    pub(crate) fn is_client_fault(&self) -> bool {
         match self {
             BundleError::Invalid(_)
             | BundleError::Capability(_)
@@ -71,7 +72,7 @@ impl BundleError {
 
 /// Everything the builder needs to know about one actor.
 #[derive(Debug, Clone)]
-pub struct BundleInput<'a> {
+pub(crate) struct BundleInput<'a> {
     /// Actor id (hostname, identity file, annotation).
     pub actor_id: &'a str,
     /// For the annotation.
@@ -88,24 +89,24 @@ pub struct BundleInput<'a> {
 
 /// Writes bundles under `<state>/bundles/<actor>/`.
 #[derive(Debug, Clone)]
-pub struct BundleBuilder {
+pub(crate) struct BundleBuilder {
     root: PathBuf,
 }
 
 impl BundleBuilder {
     /// Builder for bundles below `root`.
-    pub fn new(root: PathBuf) -> BundleBuilder {
+    pub(crate) fn new(root: PathBuf) -> BundleBuilder {
         BundleBuilder { root }
     }
 
     /// The bundle directory of an actor.
-    pub fn dir(&self, actor_id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, actor_id: &str) -> PathBuf {
         self.root.join(actor_id)
     }
 
     /// Builds the spec and writes the bundle (config.json and the identity
     /// dir), replacing any previous one atomically.
-    pub fn write(&self, input: &BundleInput<'_>) -> Result<PathBuf, BundleError> {
+    pub(crate) fn write(&self, input: &BundleInput<'_>) -> Result<PathBuf, BundleError> {
         let dir = self.dir(input.actor_id);
         let identity = dir.join("identity");
         let spec = build_spec(input, &identity)?;
@@ -122,20 +123,18 @@ impl BundleBuilder {
     /// True when the actor's bundle is complete on disk (a bundle lost to
     /// a power cut, being written without fsync, reads as missing and is
     /// rebuilt).
-    pub fn exists(&self, actor_id: &str) -> bool {
+    pub(crate) fn exists(&self, actor_id: &str) -> bool {
         let dir = self.dir(actor_id);
         let nonempty = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0);
         nonempty(dir.join("config.json")) && nonempty(dir.join("identity/actor-id"))
     }
-
-    /// Removes an actor's bundle.
-    pub fn remove(&self, actor_id: &str) -> std::io::Result<()> {
-        crate::fsutil::remove_dir_if_exists(&self.dir(actor_id))
-    }
 }
 
 /// The OCI spec of one container (pure: no I/O).
-pub fn build_spec(input: &BundleInput<'_>, identity_dir: &Path) -> Result<Spec, BundleError> {
+pub(crate) fn build_spec(
+    input: &BundleInput<'_>,
+    identity_dir: &Path,
+) -> Result<Spec, BundleError> {
     let c = input.container;
     let sc = c.security_context.as_ref();
 
@@ -262,7 +261,7 @@ pub fn build_spec(input: &BundleInput<'_>, identity_dir: &Path) -> Result<Spec, 
 
 /// The argv of the container's process: the spec's command, else the
 /// image's Entrypoint + Cmd.
-pub fn process_args(c: &Container, image: &ImageConfig) -> Vec<String> {
+pub(crate) fn process_args(c: &Container, image: &ImageConfig) -> Vec<String> {
     if c.command.is_empty() {
         image.command.clone()
     } else {
@@ -274,7 +273,7 @@ pub fn process_args(c: &Container, image: &ImageConfig) -> Vec<String> {
 /// spec's; a spec variable replaces the image's of the same name in place
 /// (a duplicate would leave which one a program sees to its libc). Without
 /// a PATH from either, [`DEFAULT_PATH`] comes first.
-pub fn process_env(c: &Container, image: &ImageConfig) -> Vec<String> {
+pub(crate) fn process_env(c: &Container, image: &ImageConfig) -> Vec<String> {
     let mut env: Vec<String> = Vec::new();
     let image_sets_path = image.env.iter().any(|e| e.starts_with("PATH="));
     let spec_sets_path = c.env.iter().any(|e| e.name == "PATH");
@@ -300,7 +299,7 @@ pub fn process_env(c: &Container, image: &ImageConfig) -> Vec<String> {
 /// supplies the command and the PATH the spec leaves out; without this a
 /// bad one is recorded and then fails the start with a 500.
 /// `field` is the container's JSON path, e.g. `spec.containers[0]`.
-pub fn check_process(
+pub(crate) fn check_process(
     field: &str,
     c: &Container,
     image: &ImageConfig,

@@ -7,14 +7,14 @@ use sha2::{Digest, Sha256};
 
 /// Writes `bytes` to `path` through a temporary file, fsync and rename, so a
 /// crash (or a power cut) leaves either the old or the new content.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_through_temp(path, bytes, true)
 }
 
 /// Like [`write_atomic`] without the fsync: for files the daemon can derive
 /// again (a bundle is rebuilt from the record when it is missing), where an
 /// fsync on every start would cost more than it protects.
-pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_through_temp(path, bytes, false)
 }
 
@@ -35,7 +35,7 @@ fn write_through_temp(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<
 }
 
 /// `remove_dir_all` that treats "already gone" as done.
-pub fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -43,12 +43,12 @@ pub fn remove_dir_if_exists(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// sha256 (hex) of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 

@@ -4,20 +4,26 @@
 //! Data flows one way: [`http`] (socket, routing, JSON) → [`service`] (the
 //! actor lifecycle, which knows no HTTP) → {[`store`], [`images`],
 //! [`bundle`], [`runsc`], [`snapshots`]}.
+//!
+//! Everything is `pub(crate)` but what the `atelet` binary needs (the
+//! config, the daemon's entry point, systemd's socket) and the layer
+//! extraction the fuzz target drives: nothing else is an interface, and
+//! the `unreachable_pub` lint keeps it so.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+#![warn(unreachable_pub)]
 
-pub mod bundle;
+pub(crate) mod bundle;
 pub mod config;
 pub mod daemon;
-pub mod fsutil;
-pub mod http;
+pub(crate) mod fsutil;
+pub(crate) mod http;
 pub mod images;
-pub mod locks;
-pub mod metrics;
-pub mod policy;
-pub mod reaper;
-pub mod runsc;
-pub mod service;
-pub mod snapshots;
-pub mod store;
+pub(crate) mod locks;
+pub(crate) mod metrics;
+pub(crate) mod policy;
+pub(crate) mod reaper;
+pub(crate) mod runsc;
+pub(crate) mod service;
+pub(crate) mod snapshots;
+pub(crate) mod store;
 pub mod systemd;

@@ -9,13 +9,13 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// A lock per key.
 #[derive(Debug, Default)]
-pub struct KeyedLocks {
+pub(crate) struct KeyedLocks {
     map: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl KeyedLocks {
     /// Waits for `key`'s lock.
-    pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+    pub(crate) async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
         let m = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(key.to_string()).or_default().clone()
@@ -25,14 +25,14 @@ impl KeyedLocks {
 
     /// Keys with a lock (for tests of callers that must not leak them).
     #[cfg(test)]
-    pub fn keys(&self) -> usize {
+    pub(crate) fn keys(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Forgets a key's lock when nobody but the caller holds or waits for
     /// it. Call it while holding the key's lock (the map and the caller's
     /// guard are the two references a lone holder accounts for).
-    pub fn forget(&self, key: &str) {
+    pub(crate) fn forget(&self, key: &str) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(key).is_some_and(|m| Arc::strong_count(m) <= 2) {
             map.remove(key);

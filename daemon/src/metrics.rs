@@ -13,14 +13,14 @@ use prometheus_client::registry::Registry;
 
 /// Labels of an operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpLabels {
+pub(crate) struct OpLabels {
     /// create, start, suspend, resume, stop, delete (or a runsc subcommand).
     pub op: &'static str,
 }
 
 /// Labels of an operation's outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpResultLabels {
+pub(crate) struct OpResultLabels {
     /// As in [`OpLabels`].
     pub op: &'static str,
     /// `ok` or `error`.
@@ -29,7 +29,7 @@ pub struct OpResultLabels {
 
 /// Labels of an actor status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabels {
+pub(crate) struct StatusLabels {
     /// e.g. `RUNNING`.
     pub status: &'static str,
 }
@@ -40,7 +40,7 @@ fn duration_histogram() -> Histogram {
 }
 
 /// Every metric of the daemon, registered once.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Actors by status (set at scrape time from the store).
     pub actors: Family<StatusLabels, Gauge>,
@@ -64,7 +64,7 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Creates and registers every metric.
-    pub fn new() -> Arc<Metrics> {
+    pub(crate) fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("atelet");
         let actors = Family::<StatusLabels, Gauge>::default();
         let operations = Family::<OpResultLabels, Counter>::default();
@@ -113,7 +113,7 @@ impl Metrics {
     }
 
     /// Records one lifecycle operation.
-    pub fn observe(&self, op: &'static str, elapsed: Duration, ok: bool) {
+    pub(crate) fn observe(&self, op: &'static str, elapsed: Duration, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.operations
             .get_or_create(&OpResultLabels { op, result })
@@ -126,7 +126,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every metric.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 /// Docker's default capability set: what a spec may add unless the operator
 /// allows more. (`NET_ADMIN` and `SYS_ADMIN` are not in it.)
-pub const DEFAULT_ALLOWED_CAPABILITIES: [&str; 14] = [
+pub(crate) const DEFAULT_ALLOWED_CAPABILITIES: [&str; 14] = [
     "AUDIT_WRITE",
     "CHOWN",
     "DAC_OVERRIDE",
@@ -28,10 +28,10 @@ pub const DEFAULT_ALLOWED_CAPABILITIES: [&str; 14] = [
 ];
 
 /// Where `dir:`, `oci:` and `oci-archive:` references may point by default.
-pub const DEFAULT_IMAGE_DIRS: [&str; 1] = ["/var/lib/images"];
+pub(crate) const DEFAULT_IMAGE_DIRS: [&str; 1] = ["/var/lib/images"];
 
 /// Actors a node holds by default.
-pub const DEFAULT_MAX_ACTORS: usize = 1000;
+pub(crate) const DEFAULT_MAX_ACTORS: usize = 1000;
 
 /// `[policy]` in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

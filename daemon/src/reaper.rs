@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
+pub(crate) enum ExitStatus {
     /// `exit(code)`.
     Exited(i32),
     /// Killed by a signal.
@@ -35,7 +35,7 @@ pub enum ExitStatus {
 
 impl ExitStatus {
     /// The shell's convention: the exit code, or 128 + the signal number.
-    pub fn code(self) -> i32 {
+    pub(crate) fn code(self) -> i32 {
         match self {
             ExitStatus::Exited(c) => c,
             ExitStatus::Signaled(s) => 128 + s,
@@ -43,7 +43,7 @@ impl ExitStatus {
     }
 
     /// True for `exit(0)`.
-    pub fn success(self) -> bool {
+    pub(crate) fn success(self) -> bool {
         self == ExitStatus::Exited(0)
     }
 }
@@ -80,7 +80,7 @@ struct Inner {
 
 /// Handle to the reaper; cheap to clone.
 #[derive(Clone)]
-pub struct Reaper {
+pub(crate) struct Reaper {
     inner: Arc<Inner>,
 }
 
@@ -92,12 +92,12 @@ impl std::fmt::Debug for Reaper {
 
 /// A point in the reaper's history; see [`Reaper::mark`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Mark(u64);
+pub(crate) struct Mark(u64);
 
 impl Reaper {
     /// Makes this process a child subreaper and starts the reaper thread,
     /// once per process: two reapers would steal each other's children.
-    pub fn start() -> io::Result<Reaper> {
+    pub(crate) fn start() -> io::Result<Reaper> {
         static GLOBAL: Mutex<Option<Reaper>> = Mutex::new(None);
         let mut global = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(reaper) = global.as_ref() {
@@ -128,7 +128,10 @@ impl Reaper {
     }
 
     /// Spawns `cmd` and subscribes to its exit in one step.
-    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+    pub(crate) fn spawn(
+        &self,
+        cmd: &mut Command,
+    ) -> io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
         let mut state = self.lock();
         let child = cmd.spawn()?;
         let (tx, rx) = oneshot::channel();
@@ -140,7 +143,7 @@ impl Reaper {
     }
 
     /// The current point in history: exits reaped after it are "new".
-    pub fn mark(&self) -> Mark {
+    pub(crate) fn mark(&self) -> Mark {
         Mark(self.lock().seq)
     }
 
@@ -149,7 +152,7 @@ impl Reaper {
     /// `None` when `pid` is neither our child nor reaped since `since`
     /// (someone else is its parent). The check and the subscription happen
     /// under the reaper's lock, so an exit cannot fall between them.
-    pub fn watch(&self, pid: i32, since: Mark) -> Option<oneshot::Receiver<ExitStatus>> {
+    pub(crate) fn watch(&self, pid: i32, since: Mark) -> Option<oneshot::Receiver<ExitStatus>> {
         let (tx, rx) = oneshot::channel();
         let mut state = self.lock();
         if let Some(pos) = state
@@ -172,7 +175,7 @@ impl Reaper {
 }
 
 /// True when `pid` is a child of this process (and so will be reaped here).
-pub fn is_our_child(pid: i32) -> bool {
+pub(crate) fn is_our_child(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };

@@ -23,15 +23,15 @@ use crate::store::schema::Version;
 /// ignored), a newer major refused. `version` holds the major, the one
 /// field older daemons check; `minor` is written only when not 0, as
 /// daemons before this rule refused unknown manifest fields.
-pub const MANIFEST_VERSION: Version = Version::new(1, 0);
+pub(crate) const MANIFEST_VERSION: Version = Version::new(1, 0);
 /// The manifest's file name.
-pub const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST: &str = "manifest.json";
 /// Prefix of directories being written.
-pub const TMP_PREFIX: &str = ".tmp-";
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 /// Errors of the snapshot layer.
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+pub(crate) enum SnapshotError {
     /// A file operation failed.
     #[error("snapshot {path}: {source}")]
     Io {
@@ -71,7 +71,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 /// One file of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ManifestFile {
+pub(crate) struct ManifestFile {
     /// Name within the snapshot dir.
     pub name: String,
     /// Bytes.
@@ -83,7 +83,7 @@ pub struct ManifestFile {
 /// `manifest.json`. Unknown fields are ignored: they are a newer minor's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Manifest {
+pub(crate) struct Manifest {
     /// Major of [`MANIFEST_VERSION`] when written.
     pub version: u32,
     /// Minor of [`MANIFEST_VERSION`] when written; absent when 0.
@@ -110,7 +110,7 @@ fn is_zero(n: &u32) -> bool {
 /// What can be told of a snapshot whose manifest is of a newer major:
 /// enough to keep it on record for the daemon that can read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Foreign {
+pub(crate) struct Foreign {
     /// The manifest's version.
     pub version: Version,
     /// `createdAt`, if the manifest has it as a string.
@@ -123,7 +123,7 @@ pub struct Foreign {
 
 /// What a committed snapshot is, for the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
+pub(crate) struct Committed {
     /// Snapshot id.
     pub id: String,
     /// Bytes on disk, manifest included.
@@ -134,7 +134,7 @@ pub struct Committed {
 
 /// A snapshot directory being written.
 #[derive(Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// The temporary directory runsc writes into.
     pub dir: PathBuf,
     actor_id: String,
@@ -143,28 +143,32 @@ pub struct Pending {
 
 /// Snapshots on disk.
 #[derive(Debug, Clone)]
-pub struct SnapshotStore {
+pub(crate) struct SnapshotStore {
     root: PathBuf,
 }
 
 impl SnapshotStore {
     /// Store rooted at `<state>/snapshots`.
-    pub fn new(root: PathBuf) -> SnapshotStore {
+    pub(crate) fn new(root: PathBuf) -> SnapshotStore {
         SnapshotStore { root }
     }
 
     /// `<root>/<actor>`.
-    pub fn actor_dir(&self, actor_id: &str) -> PathBuf {
+    pub(crate) fn actor_dir(&self, actor_id: &str) -> PathBuf {
         self.root.join(actor_id)
     }
 
     /// `<root>/<actor>/<snapshot>`.
-    pub fn dir(&self, actor_id: &str, snapshot_id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, actor_id: &str, snapshot_id: &str) -> PathBuf {
         self.actor_dir(actor_id).join(snapshot_id)
     }
 
     /// Creates a fresh temporary directory for a checkpoint.
-    pub fn begin(&self, actor_id: &str, snapshot_id: &str) -> Result<Pending, SnapshotError> {
+    pub(crate) fn begin(
+        &self,
+        actor_id: &str,
+        snapshot_id: &str,
+    ) -> Result<Pending, SnapshotError> {
         use std::os::unix::fs::DirBuilderExt;
         let parent = self.actor_dir(actor_id);
         std::fs::DirBuilder::new()
@@ -186,13 +190,13 @@ impl SnapshotStore {
     }
 
     /// Throws a pending snapshot away (failed checkpoint).
-    pub fn discard(&self, pending: Pending) -> Result<(), SnapshotError> {
+    pub(crate) fn discard(&self, pending: Pending) -> Result<(), SnapshotError> {
         remove_dir_if_exists(&pending.dir).map_err(io_err(&pending.dir))
     }
 
     /// Makes a pending snapshot durable: fsync, manifest, rename, fsync.
     /// Blocking; run it off the async threads.
-    pub fn commit(
+    pub(crate) fn commit(
         &self,
         pending: &Pending,
         spec_hash: String,
@@ -287,7 +291,11 @@ impl SnapshotStore {
 
     /// Reads a committed snapshot's manifest, of any layout this daemon
     /// knows; one of a newer major is refused with both versions.
-    pub fn manifest(&self, actor_id: &str, snapshot_id: &str) -> Result<Manifest, SnapshotError> {
+    pub(crate) fn manifest(
+        &self,
+        actor_id: &str,
+        snapshot_id: &str,
+    ) -> Result<Manifest, SnapshotError> {
         let dir = self.dir(actor_id, snapshot_id);
         let (bytes, found) = read_manifest(&dir)?;
         if !MANIFEST_VERSION.reads(found) {
@@ -324,7 +332,11 @@ impl SnapshotStore {
     /// What can be told of a snapshot whose manifest is of a newer major
     /// (see [`SnapshotStore::manifest`]), read without regard to its
     /// layout but for the version.
-    pub fn foreign(&self, actor_id: &str, snapshot_id: &str) -> Result<Foreign, SnapshotError> {
+    pub(crate) fn foreign(
+        &self,
+        actor_id: &str,
+        snapshot_id: &str,
+    ) -> Result<Foreign, SnapshotError> {
         let dir = self.dir(actor_id, snapshot_id);
         let (bytes, version) = read_manifest(&dir)?;
         let v: serde_json::Value =
@@ -350,7 +362,7 @@ impl SnapshotStore {
 
     /// Checks that every file has the size the manifest says (cheap; the
     /// resume path). `full` also checks the sha256 of each file.
-    pub fn verify(&self, manifest: &Manifest, full: bool) -> Result<(), SnapshotError> {
+    pub(crate) fn verify(&self, manifest: &Manifest, full: bool) -> Result<(), SnapshotError> {
         let dir = self.dir(&manifest.actor_id, &manifest.snapshot_id);
         for f in &manifest.files {
             let path = dir.join(&f.name);
@@ -375,19 +387,13 @@ impl SnapshotStore {
     }
 
     /// Removes one snapshot directory.
-    pub fn remove(&self, actor_id: &str, snapshot_id: &str) -> Result<(), SnapshotError> {
+    pub(crate) fn remove(&self, actor_id: &str, snapshot_id: &str) -> Result<(), SnapshotError> {
         let dir = self.dir(actor_id, snapshot_id);
         remove_dir_if_exists(&dir).map_err(io_err(&dir))
     }
 
-    /// Removes all of an actor's snapshots.
-    pub fn remove_actor(&self, actor_id: &str) -> Result<(), SnapshotError> {
-        let dir = self.actor_dir(actor_id);
-        remove_dir_if_exists(&dir).map_err(io_err(&dir))
-    }
-
     /// Names of the directories under an actor's snapshot dir (committed and temporary).
-    pub fn entries(&self, actor_id: &str) -> Result<Vec<String>, SnapshotError> {
+    pub(crate) fn entries(&self, actor_id: &str) -> Result<Vec<String>, SnapshotError> {
         list_dir(&self.actor_dir(actor_id))
     }
 }

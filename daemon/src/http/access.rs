@@ -81,7 +81,7 @@ impl AccessPolicy {
 }
 
 /// A group name or number → gid.
-pub fn resolve_group(name: &str) -> Result<u32, String> {
+pub(crate) fn resolve_group(name: &str) -> Result<u32, String> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(gid);
     }
@@ -97,7 +97,7 @@ pub fn resolve_group(name: &str) -> Result<u32, String> {
 /// supplementary groups count only if that process still has the peer's
 /// uid and gid: a pid that exited and was reused by another process must
 /// not lend it its groups.
-pub fn process_groups(pid: i32, uid: u32, primary: u32) -> Vec<u32> {
+pub(crate) fn process_groups(pid: i32, uid: u32, primary: u32) -> Vec<u32> {
     let mut gids = vec![primary];
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return gids;

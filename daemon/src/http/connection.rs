@@ -37,7 +37,7 @@ use super::response::ResponseBody;
 /// The progress of one connection, shared by its socket wrapper
 /// ([`TrackedIo`]), its response bodies ([`TrackedBody`]) and the server.
 #[derive(Debug)]
-pub struct ConnState {
+pub(crate) struct ConnState {
     /// A request reached the service and its response body is still alive
     /// (hyper drops it once the last frame is taken).
     responding: AtomicBool,
@@ -55,7 +55,7 @@ pub struct ConnState {
 
 impl ConnState {
     /// A fresh connection: idle since now, nothing written yet.
-    pub fn new() -> Arc<ConnState> {
+    pub(crate) fn new() -> Arc<ConnState> {
         Arc::new(ConnState {
             responding: AtomicBool::new(false),
             settled: AtomicBool::new(true),
@@ -67,7 +67,7 @@ impl ConnState {
 
     /// Called as hyper hands a request to the service, before any byte of
     /// its response can be written. The guard goes into the response body.
-    pub fn begin_response(self: &Arc<Self>) -> ResponseGuard {
+    pub(crate) fn begin_response(self: &Arc<Self>) -> ResponseGuard {
         self.settled.store(false, Ordering::SeqCst);
         self.responding.store(true, Ordering::SeqCst);
         ResponseGuard(self.clone())
@@ -75,24 +75,24 @@ impl ConnState {
 
     /// No response of ours is under way and the last one is on the wire:
     /// the connection waits for (or is reading) the next request head.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         !self.responding.load(Ordering::SeqCst) && self.settled.load(Ordering::SeqCst)
     }
 
     /// When it last became idle (meaningful while [`ConnState::is_idle`]).
-    pub fn idle_since_ms(&self) -> u64 {
+    pub(crate) fn idle_since_ms(&self) -> u64 {
         self.idle_since_ms.load(Ordering::SeqCst)
     }
 
     /// Resolves when the server asks this connection to make room. The
     /// connection then closes if it is still idle ([`ConnState::is_idle`]),
     /// and otherwise calls [`ConnState::keep`] and goes on.
-    pub async fn eviction_requested(&self) {
+    pub(crate) async fn eviction_requested(&self) {
         self.evict.notified().await;
     }
 
     /// It was asked to make room but is busy after all: it may be asked again.
-    pub fn keep(&self) {
+    pub(crate) fn keep(&self) {
         self.evicting.store(false, Ordering::SeqCst);
     }
 
@@ -117,19 +117,19 @@ fn now_ms() -> u64 {
 /// loop) holds every slot until the header timeout, and everyone else
 /// waits that long.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
     next_id: AtomicU64,
 }
 
 impl Registry {
     /// An empty registry.
-    pub fn new() -> Arc<Registry> {
+    pub(crate) fn new() -> Arc<Registry> {
         Arc::new(Registry::default())
     }
 
     /// Tracks a new connection until the returned registration is dropped.
-    pub fn register(self: &Arc<Self>) -> Registration {
+    pub(crate) fn register(self: &Arc<Self>) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = ConnState::new();
         self.lock().insert(id, state.clone());
@@ -142,7 +142,7 @@ impl Registry {
 
     /// Asks the connection idle longest, and not asked already, to close.
     /// False when no connection is idle.
-    pub fn evict_oldest_idle(&self) -> bool {
+    pub(crate) fn evict_oldest_idle(&self) -> bool {
         let conns = self.lock();
         let oldest = conns
             .values()
@@ -160,13 +160,8 @@ impl Registry {
     }
 
     /// Connections being served.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// No connection is being served.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
@@ -177,7 +172,7 @@ impl Registry {
 
 /// A connection's place in the [`Registry`]; dropping it removes it.
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     registry: Arc<Registry>,
     id: u64,
     state: Arc<ConnState>,
@@ -185,7 +180,7 @@ pub struct Registration {
 
 impl Registration {
     /// The connection's progress.
-    pub fn state(&self) -> &Arc<ConnState> {
+    pub(crate) fn state(&self) -> &Arc<ConnState> {
         &self.state
     }
 }
@@ -198,7 +193,7 @@ impl Drop for Registration {
 
 /// Marks the end of a response when dropped (with its body).
 #[derive(Debug)]
-pub struct ResponseGuard(Arc<ConnState>);
+pub(crate) struct ResponseGuard(Arc<ConnState>);
 
 impl Drop for ResponseGuard {
     fn drop(&mut self) {
@@ -208,14 +203,14 @@ impl Drop for ResponseGuard {
 
 /// A response body that ends the response's [`ResponseGuard`] when hyper
 /// drops it, which it does only after taking its last frame.
-pub struct TrackedBody {
+pub(crate) struct TrackedBody {
     inner: ResponseBody,
     _guard: ResponseGuard,
 }
 
 impl TrackedBody {
     /// `inner`, ending `guard` with it.
-    pub fn new(inner: ResponseBody, guard: ResponseGuard) -> TrackedBody {
+    pub(crate) fn new(inner: ResponseBody, guard: ResponseGuard) -> TrackedBody {
         TrackedBody {
             inner,
             _guard: guard,
@@ -248,7 +243,7 @@ impl Body for TrackedBody {
 /// answer to a head it could not parse, which is swallowed (and
 /// remembered) so that the server can write the JSON error instead.
 #[derive(Debug)]
-pub struct TrackedIo<S> {
+pub(crate) struct TrackedIo<S> {
     io: S,
     state: Arc<ConnState>,
     swallowed: bool,
@@ -256,7 +251,7 @@ pub struct TrackedIo<S> {
 
 impl<S> TrackedIo<S> {
     /// Wraps `io`, the connection whose progress `state` tracks.
-    pub fn new(io: S, state: Arc<ConnState>) -> TrackedIo<S> {
+    pub(crate) fn new(io: S, state: Arc<ConnState>) -> TrackedIo<S> {
         TrackedIo {
             io,
             state,
@@ -266,12 +261,12 @@ impl<S> TrackedIo<S> {
 
     /// hyper wrote on its own (an automatic error answer), and it was
     /// kept off the wire.
-    pub fn swallowed(&self) -> bool {
+    pub(crate) fn swallowed(&self) -> bool {
         self.swallowed
     }
 
     /// The socket, to write the JSON error on.
-    pub fn into_inner(self) -> S {
+    pub(crate) fn into_inner(self) -> S {
         self.io
     }
 

@@ -9,7 +9,7 @@ use crate::snapshots::SnapshotError;
 
 /// An error as the API answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// Class (and status).
     pub code: ErrorCode,
     /// Human text.
@@ -18,7 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error of class `code`.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
             message: message.into(),
@@ -27,7 +27,7 @@ impl ApiError {
 
     /// The JSON error body every failure is answered with
     /// (`ErrorBody` in docs/openapi.yaml).
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         ErrorBody::new(self.code, self.message.clone())
     }
 }
@@ -43,7 +43,7 @@ impl From<ServiceError> for ApiError {
 /// disagree): 413 for a head over what hyper buffers, as for a head over
 /// the configured limits, else 400. hyper's own answer has no body; the
 /// server writes this one in its place.
-pub fn malformed_request(e: &hyper::Error) -> ApiError {
+pub(crate) fn malformed_request(e: &hyper::Error) -> ApiError {
     if e.is_parse_too_large() {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -58,7 +58,7 @@ pub fn malformed_request(e: &hyper::Error) -> ApiError {
 }
 
 /// The code of each service error.
-pub fn error_code(e: &ServiceError) -> ErrorCode {
+pub(crate) fn error_code(e: &ServiceError) -> ErrorCode {
     match e {
         ServiceError::Invalid(_) | ServiceError::NotSupported(_) => ErrorCode::InvalidArgument,
         ServiceError::NotFound(_) => ErrorCode::NotFound,

@@ -24,13 +24,13 @@ use crate::service::{ActorService, ServiceError};
 
 /// Largest request body accepted: a create request is a spec, far
 /// smaller; beyond this the client gets 413.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
 /// Most bytes of an oversized body read (and dropped) before answering 413.
-pub const DRAIN_LIMIT: usize = 8 * MAX_BODY;
+pub(crate) const DRAIN_LIMIT: usize = 8 * MAX_BODY;
 
 /// Serves one request.
-pub async fn handle<R: Runtime>(
+pub(crate) async fn handle<R: Runtime>(
     svc: Arc<ActorService<R>>,
     peer: Peer,
     req: Request<Incoming>,

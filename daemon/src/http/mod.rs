@@ -10,15 +10,15 @@
 //! error becomes a status. Dependencies go one way: the server uses the
 //! handlers, never the reverse.
 
-pub mod access;
-pub mod connection;
-pub mod error;
-pub mod handlers;
+pub(crate) mod access;
+pub(crate) mod connection;
+pub(crate) mod error;
+pub(crate) mod handlers;
 #[cfg(test)]
 mod openapi_tests;
-pub mod peer;
-pub mod response;
-pub mod router;
-pub mod server;
+pub(crate) mod peer;
+pub(crate) mod response;
+pub(crate) mod router;
+pub(crate) mod server;
 
-pub use peer::{Limits, Peer};
+pub(crate) use peer::Limits;

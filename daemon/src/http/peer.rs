@@ -60,7 +60,7 @@ impl Default for Limits {
 
 /// What the handlers know about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// What the peer may do.
     pub access: Access,
     /// Its uid (for messages).

@@ -18,10 +18,10 @@ use super::error::ApiError;
 use atelet_api::ErrorCode;
 
 /// The response body: a whole buffer or a stream.
-pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+pub(crate) type ResponseBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// A JSON response.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
     match serde_json::to_vec(value) {
         Ok(bytes) => with_type(
             status,
@@ -36,7 +36,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBod
 }
 
 /// The error body with its status.
-pub fn error_response(e: &ApiError) -> Response<ResponseBody> {
+pub(crate) fn error_response(e: &ApiError) -> Response<ResponseBody> {
     with_type(
         error_status(e),
         "application/json",
@@ -46,7 +46,7 @@ pub fn error_response(e: &ApiError) -> Response<ResponseBody> {
 
 /// [`error_response`] as bytes on the wire, with `Connection: close`, for
 /// the server to write where hyper has given up on the connection.
-pub fn raw_error_response(e: &ApiError) -> Vec<u8> {
+pub(crate) fn raw_error_response(e: &ApiError) -> Vec<u8> {
     let status = error_status(e);
     let body = error_bytes(e);
     let mut out = format!(
@@ -71,7 +71,7 @@ fn error_bytes(e: &ApiError) -> Vec<u8> {
 }
 
 /// 204, no body.
-pub fn no_content() -> Response<ResponseBody> {
+pub(crate) fn no_content() -> Response<ResponseBody> {
     Response::builder()
         .status(StatusCode::NO_CONTENT)
         .body(Full::new(Bytes::new()).boxed())
@@ -90,7 +90,7 @@ fn internal_response() -> Response<ResponseBody> {
 }
 
 /// A response of `status` whose body is `content_type`.
-pub fn with_type(
+pub(crate) fn with_type(
     status: StatusCode,
     content_type: &'static str,
     body: ResponseBody,
@@ -136,7 +136,7 @@ impl<T> Body for ChannelBody<T> {
 /// A 200 whose body is what arrives on `rx`, each item encoded by
 /// `encode` (`Some` for chunks of bytes), ending when every sender is
 /// dropped.
-pub fn streamed<T: Send + 'static>(
+pub(crate) fn streamed<T: Send + 'static>(
     content_type: &'static str,
     rx: mpsc::Receiver<T>,
     encode: fn(T) -> Option<Bytes>,

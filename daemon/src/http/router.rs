@@ -10,7 +10,7 @@ use super::error::ApiError;
 
 /// Every request the API understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// `GET /v1/healthz`.
     Healthz,
     /// `POST /v1/actors`.
@@ -49,7 +49,7 @@ pub enum Route {
 
 impl Route {
     /// True for routes that change state (logged at info level).
-    pub fn is_mutation(&self) -> bool {
+    pub(crate) fn is_mutation(&self) -> bool {
         matches!(
             self,
             Route::CreateActor | Route::Act(..) | Route::DeleteImage(_)
@@ -58,7 +58,7 @@ impl Route {
 }
 
 /// Parses a request line into a route.
-pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiError> {
+pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, ApiError> {
     let params = Query::parse(query)?;
     if path == "/metrics" {
         return match *method {

@@ -33,7 +33,7 @@ const EVICTION_RETRY: Duration = Duration::from_millis(50);
 
 /// Binds the API socket at `path` with `mode` (and group `gid`), replacing
 /// a stale socket file but refusing one that another process still serves.
-pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener> {
+pub(crate) fn bind(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -56,14 +56,16 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener
 
 /// Makes a listener passed by systemd (socket activation) usable by tokio.
 /// Its file mode and owner are the socket unit's business.
-pub fn from_activated(listener: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
+pub(crate) fn from_activated(
+    listener: std::os::unix::net::UnixListener,
+) -> io::Result<UnixListener> {
     listener.set_nonblocking(true)?;
     UnixListener::from_std(listener)
 }
 
 /// Serves requests until `shutdown` resolves; then stops accepting.
 /// Connections in progress finish on their own tasks.
-pub async fn serve<R: Runtime>(
+pub(crate) async fn serve<R: Runtime>(
     listener: UnixListener,
     svc: Arc<ActorService<R>>,
     access: Arc<AccessPolicy>,

@@ -26,7 +26,7 @@ use super::oci::{ConfigFile, Digest};
 use crate::fsutil::remove_dir_if_exists;
 
 /// Layout version of `image.json`.
-pub const ENTRY_VERSION: u32 = 1;
+pub(crate) const ENTRY_VERSION: u32 = 1;
 const ENTRY_FILE: &str = "image.json";
 const ROOTFS: &str = "rootfs";
 
@@ -55,7 +55,7 @@ pub struct EntryMeta {
 /// An unpack in progress in `tmp/`; dropped without
 /// [`ImageCache::commit`], it is removed.
 #[derive(Debug)]
-pub struct PendingEntry {
+pub(crate) struct PendingEntry {
     dir: PathBuf,
     digest: Digest,
     committed: bool,
@@ -63,7 +63,7 @@ pub struct PendingEntry {
 
 impl PendingEntry {
     /// Where the layers go.
-    pub fn rootfs(&self) -> PathBuf {
+    pub(crate) fn rootfs(&self) -> PathBuf {
         self.dir.join(ROOTFS)
     }
 }
@@ -78,7 +78,7 @@ impl Drop for PendingEntry {
 
 /// The cache directory.
 #[derive(Debug)]
-pub struct ImageCache {
+pub(crate) struct ImageCache {
     root: PathBuf,
     seq: AtomicU64,
 }
@@ -86,7 +86,7 @@ pub struct ImageCache {
 impl ImageCache {
     /// Opens (creating) the cache at `root`, removing what an interrupted
     /// unpack or removal left in `tmp/`. Gives the paths removed.
-    pub fn open(root: PathBuf) -> io::Result<(ImageCache, Vec<PathBuf>)> {
+    pub(crate) fn open(root: PathBuf) -> io::Result<(ImageCache, Vec<PathBuf>)> {
         for dir in [&root, &root.join("sha256"), &root.join("tmp")] {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -120,12 +120,12 @@ impl ImageCache {
     }
 
     /// The rootfs of a complete entry.
-    pub fn rootfs(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn rootfs(&self, digest: &Digest) -> PathBuf {
         self.entry_dir(digest).join(ROOTFS)
     }
 
     /// A complete entry's metadata; `Ok(None)` when there is no entry.
-    pub fn get(&self, digest: &Digest) -> io::Result<Option<EntryMeta>> {
+    pub(crate) fn get(&self, digest: &Digest) -> io::Result<Option<EntryMeta>> {
         let path = self.entry_dir(digest).join(ENTRY_FILE);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -137,7 +137,7 @@ impl ImageCache {
     }
 
     /// Every complete entry; unreadable ones are skipped.
-    pub fn list(&self) -> io::Result<Vec<EntryMeta>> {
+    pub(crate) fn list(&self) -> io::Result<Vec<EntryMeta>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.root.join("sha256"))? {
             let name = entry?.file_name();
@@ -153,7 +153,7 @@ impl ImageCache {
     }
 
     /// Starts an unpack: an empty rootfs dir (0755) in `tmp/`.
-    pub fn begin(&self, digest: &Digest) -> io::Result<PendingEntry> {
+    pub(crate) fn begin(&self, digest: &Digest) -> io::Result<PendingEntry> {
         let dir = self.tmp_dir("unpack", digest);
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let pending = PendingEntry {
@@ -170,7 +170,7 @@ impl ImageCache {
 
     /// Writes `image.json`, makes everything durable and renames the entry
     /// into place.
-    pub fn commit(&self, mut pending: PendingEntry, meta: &EntryMeta) -> io::Result<()> {
+    pub(crate) fn commit(&self, mut pending: PendingEntry, meta: &EntryMeta) -> io::Result<()> {
         write_json(&pending.dir.join(ENTRY_FILE), meta)?;
         let dir = File::open(&pending.dir)?;
         nix::unistd::syncfs(dir.as_raw_fd()).map_err(io::Error::from)?;
@@ -181,7 +181,7 @@ impl ImageCache {
     }
 
     /// Replaces a complete entry's metadata (write, fsync, rename).
-    pub fn update(&self, meta: &EntryMeta, digest: &Digest) -> io::Result<()> {
+    pub(crate) fn update(&self, meta: &EntryMeta, digest: &Digest) -> io::Result<()> {
         let path = self.entry_dir(digest).join(ENTRY_FILE);
         let tmp = path.with_extension("json.tmp");
         write_json(&tmp, meta)?;
@@ -191,7 +191,7 @@ impl ImageCache {
 
     /// Removes an entry: out of `sha256/` first (durably), then deleted.
     /// False when there was none.
-    pub fn remove(&self, digest: &Digest) -> io::Result<bool> {
+    pub(crate) fn remove(&self, digest: &Digest) -> io::Result<bool> {
         let dir = self.entry_dir(digest);
         let doomed = self.tmp_dir("remove", digest);
         match fs::rename(&dir, &doomed) {

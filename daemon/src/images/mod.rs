@@ -13,10 +13,10 @@
 //! so that [`ImageStore::remove`] cannot take a rootfs away between the
 //! resolve and the moment the actor's record names the digest.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod extract;
-pub mod oci;
-pub mod user;
+pub(crate) mod oci;
+pub(crate) mod user;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,10 @@ const MAX_DB_FILE: u64 = 1024 * 1024;
 
 /// Numeric `(uid, gid)` of `user` in the image at `rootfs`; `(None, None)`
 /// for an empty `user` (the runtime's default, root).
-pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(Option<u32>, Option<u32>), String> {
+pub(crate) fn resolve_user(
+    rootfs: &Path,
+    user: &str,
+) -> Result<(Option<u32>, Option<u32>), String> {
     let user = user.trim();
     if user.is_empty() {
         return Ok((None, None));

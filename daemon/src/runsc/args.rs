@@ -33,12 +33,12 @@ pub(crate) struct GlobalOpts<'a> {
 impl GlobalOpts<'_> {
     /// `--root=<root>`: also how a command of a daemon from before the
     /// environment marks is recognised on its command line.
-    pub fn root_arg(&self) -> String {
+    pub(super) fn root_arg(&self) -> String {
         format!("--root={}", self.root.display())
     }
 
     /// The global flags, in the order runsc is given them.
-    pub fn args(&self) -> Vec<String> {
+    pub(super) fn args(&self) -> Vec<String> {
         vec![
             self.root_arg(),
             format!("--platform={}", self.platform),
@@ -205,7 +205,7 @@ pub(crate) struct VersionOpts;
 
 impl VersionOpts {
     /// The whole argument list.
-    pub fn args(&self) -> Vec<String> {
+    pub(super) fn args(&self) -> Vec<String> {
         vec!["--version".to_string()]
     }
 }

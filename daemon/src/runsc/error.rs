@@ -4,7 +4,7 @@ use crate::reaper::ExitStatus;
 
 /// Errors of the runtime layer.
 #[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
+pub(crate) enum RuntimeError {
     /// runsc is not installed where configured or on PATH.
     #[error("runsc is not available: {0}")]
     Unavailable(String),
@@ -63,7 +63,7 @@ impl RuntimeError {
     /// say "not found" of itself (`sh: runsc: not found`), so a caller that
     /// would lose a live sandbox by believing it checks otherwise too (as
     /// recovery does, on the sandbox's process).
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         match self {
             RuntimeError::Failed { output, .. } => {
                 output.contains("does not exist") || output.contains("not found")

@@ -26,9 +26,9 @@ mod host;
 mod process;
 mod state;
 
-pub use error::RuntimeError;
+pub(crate) use error::RuntimeError;
 pub(crate) use host::pid_alive;
-pub use state::{describe_exit, parse_version, ContainerState, ContainerStatus, ExitOutcome};
+pub(crate) use state::{describe_exit, parse_version, ContainerState, ExitOutcome};
 
 use args::{CheckpointOpts, DeleteOpts, ListOpts, RunscArgs, StateOpts, UsageOpts, WaitOpts};
 use host::{end_process_group, end_stale_waiters, stray_commands};
@@ -37,7 +37,7 @@ use state::{parse_list, parse_state, parse_usage};
 
 /// A sandbox that `run`/`restore` started.
 #[derive(Debug)]
-pub struct Launched {
+pub(crate) struct Launched {
     /// Host pid of the sandbox process.
     pub pid: i32,
     /// Resolves when the sandbox ends.
@@ -46,7 +46,7 @@ pub struct Launched {
 
 /// What `run` and `restore` need.
 #[derive(Debug, Clone)]
-pub struct LaunchSpec {
+pub(crate) struct LaunchSpec {
     /// runsc container id (one per incarnation of an actor).
     pub container_id: String,
     /// Bundle directory holding config.json.
@@ -66,7 +66,7 @@ pub(crate) const MARK_OP: &str = "ATELET_RUNSC_OP";
 
 /// Settings of the driver.
 #[derive(Debug, Clone)]
-pub struct RunscConfig {
+pub(crate) struct RunscConfig {
     /// Explicit binary; otherwise `runsc` is looked up on PATH at each call.
     pub path: Option<PathBuf>,
     /// `--root`: where runsc keeps container state.
@@ -83,7 +83,7 @@ pub struct RunscConfig {
 
 /// The runtime interface the actor service needs; [`Runsc`] is the real
 /// one, and unit tests of the state machine use a fake.
-pub trait Runtime: Send + Sync + 'static {
+pub(crate) trait Runtime: Send + Sync + 'static {
     /// Path and version of the runtime, or why it is unusable.
     fn info(&self) -> atelet_api::RuntimeInfo;
     /// The runtime's version, or [`RuntimeError::Unavailable`]; called before
@@ -153,7 +153,7 @@ pub trait Runtime: Send + Sync + 'static {
 
 /// The real runtime: runsc on this host.
 #[derive(Debug)]
-pub struct Runsc {
+pub(crate) struct Runsc {
     config: RunscConfig,
     reaper: Reaper,
     metrics: Arc<Metrics>,
@@ -166,7 +166,7 @@ pub struct Runsc {
 
 impl Runsc {
     /// A driver for `config`; nothing is run yet.
-    pub fn new(config: RunscConfig, reaper: Reaper, metrics: Arc<Metrics>) -> Runsc {
+    pub(crate) fn new(config: RunscConfig, reaper: Reaper, metrics: Arc<Metrics>) -> Runsc {
         Runsc {
             config,
             reaper,

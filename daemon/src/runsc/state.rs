@@ -9,7 +9,7 @@ use crate::reaper::ExitStatus;
 
 /// `runsc state` / `runsc list --format=json` for one container.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ContainerState {
+pub(crate) struct ContainerState {
     /// The runsc container id.
     pub id: String,
     /// What runsc says the container is doing.
@@ -24,7 +24,7 @@ pub struct ContainerState {
 
 impl ContainerState {
     /// True when the sandbox runs.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.status == ContainerStatus::Running && self.pid > 0
     }
 }
@@ -34,7 +34,7 @@ impl ContainerState {
 /// that one odd container never fails a whole `runsc list`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "String")]
-pub enum ContainerStatus {
+pub(crate) enum ContainerStatus {
     /// `created`: made, not started.
     Created,
     /// `running`.
@@ -49,7 +49,7 @@ pub enum ContainerStatus {
 
 impl ContainerStatus {
     /// The word runsc uses.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             ContainerStatus::Created => "created",
             ContainerStatus::Running => "running",
@@ -138,7 +138,7 @@ pub(super) fn parse_wait(out: &[u8]) -> Option<ExitOutcome> {
 
 /// How a sandbox ended, as far as we could learn.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExitOutcome {
+pub(crate) struct ExitOutcome {
     /// Exit code (128+n for a signal); `None` when it could not be learned.
     pub code: Option<i32>,
     /// Human description.
@@ -146,7 +146,7 @@ pub struct ExitOutcome {
 }
 
 /// What an operator reads in statusMessage when a sandbox ends.
-pub fn describe_exit(status: ExitStatus) -> String {
+pub(crate) fn describe_exit(status: ExitStatus) -> String {
     match status {
         ExitStatus::Exited(0) => "exited with status 0".to_string(),
         ExitStatus::Exited(c) if c > 128 => {
@@ -158,7 +158,7 @@ pub fn describe_exit(status: ExitStatus) -> String {
 }
 
 /// `runsc version 0.0~20221219.0` → `0.0~20221219.0`.
-pub fn parse_version(text: &str) -> Option<String> {
+pub(crate) fn parse_version(text: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix("runsc version "))
         .map(|v| v.trim().to_string())

@@ -5,7 +5,7 @@ use super::*;
 
 impl<R: Runtime> ActorService<R> {
     /// `POST /v1/actors`.
-    pub async fn create(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
+    pub(crate) async fn create(self: &Arc<Self>, req: CreateActorRequest) -> Result<Actor> {
         // An id that fails validation is not written to the log.
         let id = match validate_actor_id(&req.id) {
             Ok(()) => req.id.clone(),

@@ -5,7 +5,7 @@ use super::*;
 
 impl<R: Runtime> ActorService<R> {
     /// `DELETE /v1/actors/{id}`.
-    pub async fn delete(&self, id: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, id: &str) -> Result<()> {
         self.measured(Op::Delete.as_str(), id, self.delete_inner(id))
             .await
     }

@@ -5,7 +5,7 @@ use super::*;
 
 /// Errors of the actor service; the HTTP layer maps each to a status.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     /// The request failed validation.
     #[error("{0}")]
     Invalid(#[from] ValidationError),

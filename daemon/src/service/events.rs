@@ -15,12 +15,12 @@ const STREAM_BUFFER: usize = 16;
 
 impl<R: Runtime> ActorService<R> {
     /// Logged events after `since`, at most `limit`.
-    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
+    pub(crate) fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>> {
         Ok(self.store.events_since(since, limit)?)
     }
 
     /// Sequence number of the newest logged event.
-    pub fn last_event_seq(&self) -> u64 {
+    pub(crate) fn last_event_seq(&self) -> u64 {
         self.store.last_seq()
     }
 
@@ -30,7 +30,11 @@ impl<R: Runtime> ActorService<R> {
     /// it is logged, until the receiver is dropped. Without `follow` the
     /// stream ends after the replay; it also ends early if the log cannot
     /// be read.
-    pub fn events(self: &Arc<Self>, since: Option<u64>, follow: bool) -> mpsc::Receiver<Event> {
+    pub(crate) fn events(
+        self: &Arc<Self>,
+        since: Option<u64>,
+        follow: bool,
+    ) -> mpsc::Receiver<Event> {
         // Subscribe before reading the log, so nothing falls between the two.
         let mut live = self.store.subscribe();
         // Without `since`, the stream starts at what is logged now, when

@@ -6,7 +6,7 @@ use super::*;
 impl<R: Runtime> ActorService<R> {
     /// `GET /v1/images`: the image cache, each entry with the actors whose
     /// record names it.
-    pub fn list_images(&self) -> Result<Vec<Image>> {
+    pub(crate) fn list_images(&self) -> Result<Vec<Image>> {
         let mut users = self.image_users();
         Ok(self
             .images
@@ -22,7 +22,7 @@ impl<R: Runtime> ActorService<R> {
     /// `DELETE /v1/images/{digest}`: refused (409) while any actor's record
     /// names the image, whatever its status: a stopped actor starts from it
     /// and a suspended one resumes on it.
-    pub async fn delete_image(&self, digest: &str) -> Result<()> {
+    pub(crate) async fn delete_image(&self, digest: &str) -> Result<()> {
         let _op = self.begin_op()?;
         let lock = self.images.lock(digest).await?;
         let users = self

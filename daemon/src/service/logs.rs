@@ -20,7 +20,7 @@ const STREAM_BUFFER: usize = 16;
 
 impl<R: Runtime> ActorService<R> {
     /// The actor's log file (stdout and stderr of its sandboxes).
-    pub fn log_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn log_path(&self, id: &str) -> PathBuf {
         self.logs_dir.join(format!("{id}.log"))
     }
 
@@ -30,7 +30,7 @@ impl<R: Runtime> ActorService<R> {
     /// An actor cannot fill the disk that holds sled and the snapshots with
     /// its output. Lines written between the copy and the truncation are
     /// lost.
-    pub async fn rotate_logs(&self) {
+    pub(crate) async fn rotate_logs(&self) {
         let dir = self.logs_dir.clone();
         let max = self.log_max_bytes;
         let rotated_logs = tokio::task::spawn_blocking(move || rotate_logs_in(&dir, max)).await;
@@ -45,7 +45,7 @@ impl<R: Runtime> ActorService<R> {
     /// appends, until the receiver is dropped or the actor is deleted. A
     /// log that shrank was rotated: it is read again from its start, so
     /// nothing written after the rotation is missed.
-    pub fn logs(self: &Arc<Self>, id: &str, follow: bool) -> Result<mpsc::Receiver<Bytes>> {
+    pub(crate) fn logs(self: &Arc<Self>, id: &str, follow: bool) -> Result<mpsc::Receiver<Bytes>> {
         if !self.exists(id)? {
             return Err(ServiceError::NotFound(id.to_string()));
         }

@@ -37,7 +37,7 @@ use crate::store::{
 
 /// Settings of the service.
 #[derive(Debug, Clone)]
-pub struct ServiceConfig {
+pub(crate) struct ServiceConfig {
     /// The state directory; everything the daemon writes lives below it.
     pub state_dir: PathBuf,
     /// Snapshots kept per actor (the newest); 0 keeps all.
@@ -71,7 +71,7 @@ struct Launch<'a> {
 }
 
 /// The actor service.
-pub struct ActorService<R: Runtime> {
+pub(crate) struct ActorService<R: Runtime> {
     store: Store,
     runtime: R,
     bundles: BundleBuilder,
@@ -110,7 +110,7 @@ impl<R: Runtime> std::fmt::Debug for ActorService<R> {
 impl<R: Runtime> ActorService<R> {
     /// Builds the service over an opened store and a runtime, creating the
     /// state directory layout.
-    pub fn new(config: ServiceConfig, store: Store, runtime: R) -> Result<Arc<Self>> {
+    pub(crate) fn new(config: ServiceConfig, store: Store, runtime: R) -> Result<Arc<Self>> {
         let dir = |name: &str| -> Result<PathBuf> {
             let p = config.state_dir.join(name);
             std::fs::create_dir_all(&p)
@@ -139,11 +139,6 @@ impl<R: Runtime> ActorService<R> {
         }))
     }
 
-    /// The runtime (for health and tests).
-    pub fn runtime(&self) -> &R {
-        &self.runtime
-    }
-
     fn begin_op(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(ServiceError::Unavailable(
@@ -159,7 +154,7 @@ impl<R: Runtime> ActorService<R> {
     /// running ones to finish, then ends the runtime's helper processes
     /// (waiters), which must not outlive the daemon. Sandboxes are left
     /// running.
-    pub async fn drain(&self, timeout: Duration) -> bool {
+    pub(crate) async fn drain(&self, timeout: Duration) -> bool {
         self.draining.store(true, Ordering::SeqCst);
         let drained = tokio::time::timeout(timeout, self.gate.write())
             .await
@@ -240,14 +235,14 @@ impl<R: Runtime> ActorService<R> {
     // ---- queries ----------------------------------------------------------
 
     /// One actor.
-    pub fn get(&self, id: &str) -> Result<Actor> {
+    pub(crate) fn get(&self, id: &str) -> Result<Actor> {
         Ok(self.record(id)?.to_api())
     }
 
     /// Visits the actors (optionally only those with `status`) in id order
     /// without collecting them: a list of 10,000 actors is streamed.
     /// `visit` returns false to stop.
-    pub fn for_each_actor(
+    pub(crate) fn for_each_actor(
         &self,
         status: Option<ActorStatus>,
         mut visit: impl FnMut(Actor) -> bool,
@@ -262,7 +257,7 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// Health: runsc, actor counts, and the records in quarantine.
-    pub fn health(&self) -> Result<Health> {
+    pub(crate) fn health(&self) -> Result<Health> {
         let runsc = self.runtime.info();
         let (actors, _) = self.status_counts();
         let quarantined = self.store.quarantined();
@@ -304,7 +299,7 @@ impl<R: Runtime> ActorService<R> {
 
     /// Carries out `op` on actor `id` and answers the actor as it is after
     /// it; for [`Op::Delete`], `None` (the actor is gone).
-    pub async fn act(self: &Arc<Self>, id: &str, op: Op) -> Result<Option<Actor>> {
+    pub(crate) async fn act(self: &Arc<Self>, id: &str, op: Op) -> Result<Option<Actor>> {
         match op {
             Op::Start => self.start(id).await.map(Some),
             Op::Suspend => self.suspend(id).await.map(Some),
@@ -315,7 +310,7 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// `POST /v1/actors/{id}/start`.
-    pub async fn start(self: &Arc<Self>, id: &str) -> Result<Actor> {
+    pub(crate) async fn start(self: &Arc<Self>, id: &str) -> Result<Actor> {
         self.measured(Op::Start.as_str(), id, self.start_inner(id))
             .await
     }
@@ -435,7 +430,7 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// `POST /v1/actors/{id}/stop`.
-    pub async fn stop(self: &Arc<Self>, id: &str) -> Result<Actor> {
+    pub(crate) async fn stop(self: &Arc<Self>, id: &str) -> Result<Actor> {
         self.measured(Op::Stop.as_str(), id, self.stop_inner(id))
             .await
     }
@@ -499,7 +494,7 @@ impl<R: Runtime> ActorService<R> {
 
     /// `GET /metrics`: the gauges are read from the store, then everything
     /// is encoded.
-    pub fn metrics_text(&self) -> Result<String> {
+    pub(crate) fn metrics_text(&self) -> Result<String> {
         let (counts, snapshot_bytes) = self.status_counts();
         for status in ActorStatus::ALL {
             self.metrics
@@ -548,7 +543,7 @@ impl<R: Runtime> ActorService<R> {
 /// the node suffix (random per state dir) keeps two daemons on one host
 /// apart, since runsc names each sandbox's control socket after the
 /// container id in the host-wide abstract namespace.
-pub fn container_id(actor_id: &str, incarnation: u64, node: &str) -> String {
+pub(crate) fn container_id(actor_id: &str, incarnation: u64, node: &str) -> String {
     format!("{actor_id}_{incarnation}.{node}")
 }
 
@@ -573,7 +568,7 @@ fn node_id(state_dir: &std::path::Path) -> Result<String> {
 }
 
 /// Snapshot ids sort in creation order.
-pub fn snapshot_id(seq: u64) -> String {
+pub(crate) fn snapshot_id(seq: u64) -> String {
     format!("snap-{seq:06}")
 }
 
@@ -589,8 +584,7 @@ mod suspend;
 #[cfg(test)]
 mod tests;
 
-pub use error::ServiceError;
+pub(crate) use error::ServiceError;
 use error::{runtime_err, snapshot_err, transition_error, Result};
 use logs::rotated;
-pub use recovery::{ReconcileReport, RECOVERY_RETRY};
-pub use suspend::space_check_below;
+pub(crate) use recovery::RECOVERY_RETRY;

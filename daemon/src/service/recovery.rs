@@ -13,7 +13,7 @@ use plan::{keeps_pending_snapshot, plan, Observed, Recovery, Sandbox};
 
 /// What crash recovery did, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReconcileReport {
+pub(crate) struct ReconcileReport {
     /// Running sandboxes taken over.
     pub adopted: Vec<String>,
     /// Actors whose status was changed, with the new status.
@@ -37,15 +37,15 @@ pub struct ReconcileReport {
 /// How long recovery waits for a sandbox that a completed checkpoint is
 /// stopping to end. Seen ≈ 1.2 s for a small actor; the bound only delays
 /// the rare case of a checkpoint that failed and left its sandbox running.
-pub const CHECKPOINT_WIND_DOWN: Duration = Duration::from_secs(30);
+pub(super) const CHECKPOINT_WIND_DOWN: Duration = Duration::from_secs(30);
 
 /// How often a deferred recovery asks runsc for its containers again.
-pub const RECOVERY_RETRY: Duration = Duration::from_secs(5);
+pub(crate) const RECOVERY_RETRY: Duration = Duration::from_secs(5);
 
 impl<R: Runtime> ActorService<R> {
     /// Reconciles sled with runsc and the disk after a start (see
     /// docs/failure-modes.md). Run before serving requests.
-    pub async fn reconcile(self: &Arc<Self>) -> Result<ReconcileReport> {
+    pub(crate) async fn reconcile(self: &Arc<Self>) -> Result<ReconcileReport> {
         let mut report = ReconcileReport {
             settled_commands: self.runtime.settle().await,
             ..Default::default()
@@ -213,7 +213,7 @@ impl<R: Runtime> ActorService<R> {
     /// the list when runsc gives it, else one by one) and, once runsc
     /// lists, sweeps the containers no record names. Returns when that is
     /// done, or when the daemon shuts down.
-    pub async fn reconcile_deferred(self: &Arc<Self>) -> Option<ReconcileReport> {
+    pub(crate) async fn reconcile_deferred(self: &Arc<Self>) -> Option<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let mut attempt: u64 = 0;
         loop {
@@ -268,7 +268,7 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// Actors waiting for a deferred recovery.
-    pub fn unrecovered_count(&self) -> usize {
+    pub(crate) fn unrecovered_count(&self) -> usize {
         self.unrecovered_ids().len()
     }
 

@@ -9,7 +9,7 @@ use super::*;
 /// holds what the sandbox has in memory, so no image, and no set of images
 /// written at once, can be larger; with more free space than that, the
 /// `runsc usage` call (10–30 ms) is skipped. Unknown: always measure.
-pub fn space_check_below() -> u64 {
+pub(crate) fn space_check_below() -> u64 {
     static BOUND: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *BOUND.get_or_init(|| {
         std::fs::read_to_string("/proc/meminfo")
@@ -66,7 +66,7 @@ pub(super) fn spec_hash(rec: &ActorRecord) -> String {
 
 impl<R: Runtime> ActorService<R> {
     /// `POST /v1/actors/{id}/suspend`.
-    pub async fn suspend(self: &Arc<Self>, id: &str) -> Result<Actor> {
+    pub(crate) async fn suspend(self: &Arc<Self>, id: &str) -> Result<Actor> {
         self.measured(Op::Suspend.as_str(), id, self.suspend_inner(id))
             .await
     }
@@ -305,7 +305,7 @@ impl<R: Runtime> ActorService<R> {
     }
 
     /// `POST /v1/actors/{id}/resume`.
-    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<Actor> {
+    pub(crate) async fn resume(self: &Arc<Self>, id: &str) -> Result<Actor> {
         self.measured(Op::Resume.as_str(), id, self.resume_inner(id))
             .await
     }

@@ -13,7 +13,7 @@
 
 mod convert;
 mod quarantine;
-pub mod schema;
+pub(crate) mod schema;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,14 +24,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::broadcast;
 
-pub use schema::{Version, RECORD_VERSION};
+pub(crate) use schema::Version;
 
 /// Events kept in sled; older ones are trimmed at start.
 const EVENTS_KEPT: u64 = 100_000;
 
 /// Errors of the store layer.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// sled failed.
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
@@ -69,7 +69,7 @@ pub enum StoreError {
 
 /// The runsc container that runs (or is being started for) an actor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerRecord {
+pub(crate) struct ContainerRecord {
     /// runsc container id: `<actor>_<incarnation>.<node>` (see `service::container_id`).
     pub id: String,
     /// Sandbox pid, once runsc reported it.
@@ -80,7 +80,7 @@ pub struct ContainerRecord {
 
 /// A committed snapshot, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotRecord {
+pub(crate) struct SnapshotRecord {
     /// Directory name under the actor's snapshot dir.
     pub id: String,
     /// RFC 3339.
@@ -94,7 +94,7 @@ pub struct SnapshotRecord {
 /// Operations that are not visible as a status of their own, recorded so
 /// that crash recovery can finish them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PendingOp {
+pub(crate) enum PendingOp {
     /// The sandbox is being killed for a stop.
     Stop,
 }
@@ -102,7 +102,7 @@ pub enum PendingOp {
 /// What the store keeps per actor, as the service works with it (sled
 /// holds its [`schema::Actor`] form).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActorRecord {
+pub(crate) struct ActorRecord {
     /// The actor id.
     pub id: String,
     /// As created.
@@ -139,7 +139,12 @@ pub struct ActorRecord {
 
 impl ActorRecord {
     /// A new CREATED record.
-    pub fn new(id: String, template: TemplateRef, spec: ActorSpec, now: String) -> ActorRecord {
+    pub(crate) fn new(
+        id: String,
+        template: TemplateRef,
+        spec: ActorSpec,
+        now: String,
+    ) -> ActorRecord {
         ActorRecord {
             id,
             template,
@@ -160,7 +165,7 @@ impl ActorRecord {
     }
 
     /// The API view of the record.
-    pub fn to_api(&self) -> Actor {
+    pub(crate) fn to_api(&self) -> Actor {
         let sandbox = match (&self.container, self.status) {
             (
                 Some(ContainerRecord {
@@ -202,7 +207,7 @@ impl ActorRecord {
 
 /// A status change to record with a write.
 #[derive(Debug, Clone)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// Before (`None`: created).
     pub from: Option<ActorStatus>,
     /// After (`None`: deleted).
@@ -215,7 +220,7 @@ pub struct Transition {
 /// across all actors (health, metrics, the policy's `max_actors`, image
 /// users) do not decode every record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Lifecycle status.
     pub status: ActorStatus,
     /// Bytes of its committed snapshots.
@@ -235,7 +240,7 @@ impl Summary {
 }
 
 /// The sled database of one daemon.
-pub struct Store {
+pub(crate) struct Store {
     db: sled::Db,
     actors: sled::Tree,
     events: sled::Tree,
@@ -292,7 +297,7 @@ fn encode(rec: &ActorRecord) -> Result<Vec<u8>, StoreError> {
 
 impl Store {
     /// Opens (or creates) the database at `path`.
-    pub fn open(path: &std::path::Path) -> Result<Store, StoreError> {
+    pub(crate) fn open(path: &std::path::Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::LowSpace)
@@ -330,7 +335,7 @@ impl Store {
     }
 
     /// One record.
-    pub fn get(&self, id: &str) -> Result<Option<ActorRecord>, StoreError> {
+    pub(crate) fn get(&self, id: &str) -> Result<Option<ActorRecord>, StoreError> {
         match self.actors.get(id.as_bytes())? {
             Some(bytes) => decode(id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
@@ -340,26 +345,26 @@ impl Store {
     /// Whether the id is taken, without decoding: by a record, or by one
     /// in quarantine (whose files are kept, and whose id is not reused
     /// while it is there).
-    pub fn contains(&self, id: &str) -> Result<bool, StoreError> {
+    pub(crate) fn contains(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.actors.contains_key(id.as_bytes())?
             || self.quarantine.contains_key(id.as_bytes())?)
     }
 
     /// The keys of the records in quarantine (unreadable at start), sorted.
-    pub fn quarantined(&self) -> &[String] {
+    pub(crate) fn quarantined(&self) -> &[String] {
         &self.quarantined
     }
 
     /// Whether actor `id`'s record is in quarantine: what it owns (files,
     /// a sandbox) is left as it is.
-    pub fn is_quarantined(&self, id: &str) -> bool {
+    pub(crate) fn is_quarantined(&self, id: &str) -> bool {
         self.quarantined
             .binary_search_by(|k| k.as_str().cmp(id))
             .is_ok()
     }
 
     /// All records, sorted by id.
-    pub fn list(&self) -> Result<Vec<ActorRecord>, StoreError> {
+    pub(crate) fn list(&self) -> Result<Vec<ActorRecord>, StoreError> {
         self.actors
             .iter()
             .map(|kv| {
@@ -371,7 +376,10 @@ impl Store {
 
     /// Visits the records in id order without collecting them; `visit`
     /// returns false to stop.
-    pub fn for_each(&self, mut visit: impl FnMut(ActorRecord) -> bool) -> Result<(), StoreError> {
+    pub(crate) fn for_each(
+        &self,
+        mut visit: impl FnMut(ActorRecord) -> bool,
+    ) -> Result<(), StoreError> {
         for kv in self.actors.iter() {
             let (k, v) = kv?;
             if !visit(decode(&k, &v)?) {
@@ -382,17 +390,12 @@ impl Store {
     }
 
     /// Number of records.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock_index().len()
     }
 
-    /// True when no actor is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.lock_index().is_empty()
-    }
-
     /// The in-memory summary of every record.
-    pub fn summaries(&self) -> Vec<(String, Summary)> {
+    pub(crate) fn summaries(&self) -> Vec<(String, Summary)> {
         self.lock_index()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -404,7 +407,11 @@ impl Store {
     }
 
     /// Writes a new record; fails when the id is taken.
-    pub async fn insert_new(&self, rec: &ActorRecord, reason: &str) -> Result<(), StoreError> {
+    pub(crate) async fn insert_new(
+        &self,
+        rec: &ActorRecord,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         if self.contains(&rec.id)? {
             return Err(StoreError::Exists(rec.id.clone()));
         }
@@ -422,7 +429,7 @@ impl Store {
 
     /// Writes a record; `transition` (if any) is logged as an event in the
     /// same transaction. Durable when this returns.
-    pub async fn save(
+    pub(crate) async fn save(
         &self,
         rec: &ActorRecord,
         transition: Option<Transition>,
@@ -431,7 +438,7 @@ impl Store {
     }
 
     /// Removes a record, logging its deletion.
-    pub async fn remove(
+    pub(crate) async fn remove(
         &self,
         id: &str,
         from: ActorStatus,
@@ -517,7 +524,7 @@ impl Store {
     }
 
     /// Events with a sequence number above `since`, oldest first, at most `limit`.
-    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub(crate) fn events_since(&self, since: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let start = since.saturating_add(1).to_be_bytes();
         self.events
             .range(start..)
@@ -535,17 +542,17 @@ impl Store {
     }
 
     /// The highest event sequence number written so far.
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::SeqCst)
     }
 
     /// New events as they are written (after they are durable).
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.feed.subscribe()
     }
 
     /// Flushes everything; called at shutdown.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }
@@ -559,7 +566,7 @@ fn seq_of(key: &[u8]) -> u64 {
 }
 
 /// Current time, RFC 3339 with milliseconds, UTC.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 /// A layout version, `MAJOR.MINOR`: what a reader can tell of what it
 /// reads (see the module's rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
+pub(crate) struct Version {
     /// Bumped on a change older readers would misread.
     pub major: u32,
     /// Bumped when optional fields are added.
@@ -46,13 +46,13 @@ pub struct Version {
 
 impl Version {
     /// `major.minor`.
-    pub const fn new(major: u32, minor: u32) -> Version {
+    pub(crate) const fn new(major: u32, minor: u32) -> Version {
         Version { major, minor }
     }
 
     /// Whether a reader of this version can read data of `found`: any
     /// older or equal major, any minor (the rule of the module).
-    pub fn reads(self, found: Version) -> bool {
+    pub(crate) fn reads(self, found: Version) -> bool {
         found.major <= self.major
     }
 }
@@ -64,11 +64,11 @@ impl fmt::Display for Version {
 }
 
 /// The layout of the actor records this daemon writes.
-pub const RECORD_VERSION: Version = Version::new(1, 1);
+pub(crate) const RECORD_VERSION: Version = Version::new(1, 1);
 
 /// Why a stored record cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Written by a daemon of a newer major: no reading of it is safe.
     #[error("schema version {found} is newer than the {supported} this atelet reads: it was written by a newer atelet, which must be run on this state dir")]
     Newer {
@@ -84,7 +84,7 @@ pub enum DecodeError {
 
 /// Reads an actor record of any version this daemon knows, upgraded to the
 /// current layout.
-pub fn decode_actor(bytes: &[u8]) -> Result<Actor, DecodeError> {
+pub(crate) fn decode_actor(bytes: &[u8]) -> Result<Actor, DecodeError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Header {
@@ -115,7 +115,7 @@ pub fn decode_actor(bytes: &[u8]) -> Result<Actor, DecodeError> {
 /// An actor record as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Actor {
+pub(crate) struct Actor {
     /// Major of the layout ([`RECORD_VERSION`] when written).
     pub schema_version: u32,
     /// Minor of the layout; absent in 1.0.
@@ -293,7 +293,7 @@ pub enum Status {
 /// `ContainerRecord`, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     /// runsc container id.
     pub id: String,
     /// Sandbox pid.
@@ -305,7 +305,7 @@ pub struct Sandbox {
 /// `SnapshotRecord`, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Directory name.
     pub id: String,
     /// RFC 3339.
@@ -319,7 +319,7 @@ pub struct Snapshot {
 /// `PendingOp`, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Pending {
+pub(crate) enum Pending {
     /// A stop.
     Stop,
 }

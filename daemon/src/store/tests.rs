@@ -1,6 +1,7 @@
 //! Unit tests of the store: writes and reopens, the layout version rule,
 //! and the quarantine of records that cannot be read.
 
+use super::schema::RECORD_VERSION;
 use super::*;
 use serde_json::json;
 

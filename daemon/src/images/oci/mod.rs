@@ -26,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use crate::fsutil::hex;
 
 /// Largest JSON blob (index, manifest, config) read into memory.
-pub const MAX_JSON_BLOB: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_JSON_BLOB: u64 = 4 * 1024 * 1024;
 
 /// How deep an index may nest other indexes (multi-platform images).
 const MAX_INDEX_DEPTH: usize = 4;
@@ -35,19 +35,20 @@ const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Media types of manifests and indexes, OCI and their Docker schema 2
 /// equivalents (which skopeo may keep when it copies from a registry).
-pub mod media_type {
+pub(crate) mod media_type {
     /// OCI image index.
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     /// OCI image manifest.
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     /// OCI image config.
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     /// Docker manifest list.
-    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub(crate) const DOCKER_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     /// Docker schema 2 manifest.
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     /// Docker image config.
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 }
 
 /// Errors of reading an image.
@@ -148,7 +149,7 @@ impl fmt::Display for Digest {
 /// A content descriptor, as in index.json and manifests.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     /// What the blob is.
     pub media_type: String,
     /// Its digest, as written (parsed on use).
@@ -173,7 +174,7 @@ impl Descriptor {
 
 /// The platform of a manifest in an index.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Platform {
+pub(crate) struct Platform {
     /// Go's GOARCH names (`amd64`, `arm64`).
     pub architecture: String,
     /// `linux`.
@@ -191,7 +192,7 @@ struct Index {
 /// An image manifest.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Manifest {
+pub(crate) struct Manifest {
     schema_version: u32,
     #[serde(default)]
     media_type: Option<String>,
@@ -252,7 +253,7 @@ pub struct RootFs {
 
 /// How a layer blob is compressed, from its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     /// A plain tar.
     None,
     /// gzip (one or more members).
@@ -264,7 +265,7 @@ pub enum Compression {
 impl Compression {
     /// The compression of a layer media type; `None` for one this daemon
     /// does not unpack (foreign URLs, encrypted layers, …).
-    pub fn of_media_type(media_type: &str) -> Option<Compression> {
+    pub(crate) fn of_media_type(media_type: &str) -> Option<Compression> {
         match media_type {
             "application/vnd.oci.image.layer.v1.tar"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Some(Compression::None),
@@ -285,7 +286,7 @@ impl Compression {
 
 /// One layer to apply: where it is and what it must hash to.
 #[derive(Debug, Clone)]
-pub struct Layer {
+pub(crate) struct Layer {
     /// Position, base = 0 (for messages).
     pub index: usize,
     /// The blob.
@@ -301,7 +302,7 @@ pub struct Layer {
 /// A manifest with its config, checked against each other: what
 /// [`ImageSource::load`] gives.
 #[derive(Debug, Clone)]
-pub struct Image {
+pub(crate) struct Image {
     /// The manifest's digest: the image's identity (and its cache key).
     pub digest: Digest,
     /// The config.
@@ -314,11 +315,12 @@ mod readers;
 mod select;
 mod source;
 
-pub use readers::LayerReader;
+pub(crate) use readers::LayerReader;
 use readers::{Decoder, HashingReader, MemberReader, ZstdFrames};
-pub use select::host_architecture;
+#[cfg(test)]
+pub(crate) use select::host_architecture;
 use select::{check_platform, parse_index, pick_from_index, size_found};
-pub use source::{Blob, ImageSource};
+pub(crate) use source::{Blob, ImageSource};
 
 #[cfg(test)]
 mod tests {

@@ -153,7 +153,7 @@ impl<R: Read> Read for ZstdFrames<R> {
 
 /// A layer as an uncompressed tar stream, hashed on both sides of the
 /// decompressor.
-pub struct LayerReader {
+pub(crate) struct LayerReader {
     pub(super) layer: Layer,
     pub(super) decoded: HashingReader<Decoder>,
 }
@@ -175,7 +175,7 @@ impl Read for LayerReader {
 impl LayerReader {
     /// Reads what the tar reader left (end-of-archive padding), then checks
     /// the blob's size and digest and the uncompressed digest (diff_id).
-    pub fn finish(self) -> Result<(), OciError> {
+    pub(crate) fn finish(self) -> Result<(), OciError> {
         let layer = self.layer;
         let what = format!("layer {}", layer.index);
         let corrupt = |e: io::Error| invalid(format!("{what} ({}): {e}", layer.digest));

@@ -25,7 +25,7 @@ pub(super) fn parse_index(what: &str, bytes: &[u8]) -> Result<Index, OciError> {
 }
 
 /// Go's name of this host's architecture, as images use it.
-pub fn host_architecture() -> &'static str {
+pub(crate) fn host_architecture() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

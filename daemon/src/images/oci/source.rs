@@ -5,7 +5,7 @@ use super::*;
 
 /// Where an image's blobs are read from.
 #[derive(Debug, Clone)]
-pub struct ImageSource {
+pub(crate) struct ImageSource {
     kind: SourceKind,
 }
 
@@ -28,11 +28,11 @@ struct Member {
 }
 
 /// A blob being read.
-pub type Blob = Box<dyn Read + Send>;
+pub(crate) type Blob = Box<dyn Read + Send>;
 
 impl ImageSource {
     /// An image layout directory (holds `oci-layout` and `index.json`).
-    pub fn open_layout(dir: &Path) -> Result<ImageSource, OciError> {
+    pub(crate) fn open_layout(dir: &Path) -> Result<ImageSource, OciError> {
         let meta = std::fs::metadata(dir).map_err(|source| OciError::Io {
             path: dir.to_path_buf(),
             source,
@@ -52,7 +52,7 @@ impl ImageSource {
 
     /// A tar of an image layout (what `skopeo copy … oci-archive:` writes).
     /// Its member list is read once; blobs are then read in place.
-    pub fn open_archive(path: &Path) -> Result<ImageSource, OciError> {
+    pub(crate) fn open_archive(path: &Path) -> Result<ImageSource, OciError> {
         let io_err = |source| OciError::Io {
             path: path.to_path_buf(),
             source,
@@ -178,7 +178,7 @@ impl ImageSource {
     }
 
     /// Opens the blob a descriptor names, checking only that it exists.
-    pub fn open_blob(&self, digest: &Digest) -> Result<(Blob, u64), OciError> {
+    pub(crate) fn open_blob(&self, digest: &Digest) -> Result<(Blob, u64), OciError> {
         self.open(&format!("blobs/sha256/{}", digest.hex()))?
             .ok_or_else(|| invalid(format!("{}: blob {digest} is missing", self.describe())))
     }
@@ -225,7 +225,7 @@ impl ImageSource {
     /// to this host's platform), or the only one when `tag` is `None`.
     /// Reading it is cheap: the cache is looked up by this digest before any
     /// blob is read.
-    pub fn select_manifest(&self, tag: Option<&str>) -> Result<Descriptor, OciError> {
+    pub(crate) fn select_manifest(&self, tag: Option<&str>) -> Result<Descriptor, OciError> {
         let bytes = self.read_small("index.json", MAX_JSON_BLOB)?;
         let index = parse_index("index.json", &bytes)?;
         let mut desc = pick_from_index(&index, tag, "index.json")?;
@@ -253,7 +253,7 @@ impl ImageSource {
 
     /// Reads and checks the manifest and config `desc` names; the layers
     /// are checked as they are read ([`ImageSource::open_layer`]).
-    pub fn load(&self, desc: &Descriptor) -> Result<Image, OciError> {
+    pub(crate) fn load(&self, desc: &Descriptor) -> Result<Image, OciError> {
         let digest = Digest::parse(&desc.digest)
             .map_err(|e| invalid(format!("manifest descriptor: {e}")))?;
         let bytes = self.read_verified("manifest", desc)?;
@@ -334,7 +334,7 @@ impl ImageSource {
     /// Opens a layer as an uncompressed tar stream. Its digests are checked
     /// by [`LayerReader::finish`], which the caller must call after
     /// consuming the tar and before using anything unpacked from it.
-    pub fn open_layer(&self, layer: &Layer) -> Result<LayerReader, OciError> {
+    pub(crate) fn open_layer(&self, layer: &Layer) -> Result<LayerReader, OciError> {
         let (blob, _) = self.open_blob(&layer.digest)?;
         // One byte past the size is enough to tell a longer blob.
         let blob: Blob = Box::new(blob.take(layer.size.saturating_add(1)));
