@@ -68,6 +68,32 @@ fn send_raw(d: &Daemon, bytes: &[u8]) -> (std::io::Result<usize>, String) {
     (n, String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// Waits (bounded) for a daemon that must refuse to start to exit non-zero,
+/// and returns what it printed on stderr; `what` names it if it starts.
+async fn refused_start(mut daemon: std::process::Child, what: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!("{what} started");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "{what}: {status}");
+    let mut stderr = String::new();
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
 fn error_code(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     v["error"]["code"].as_str().unwrap_or("").to_string()
@@ -441,7 +467,7 @@ async fn a_config_whose_image_dir_holds_the_state_dir_is_refused_at_start() {
         format!("[policy]\nimage_dirs = [{:?}]\n", x.display().to_string()),
     )
     .unwrap();
-    let mut daemon = Command::new(atelet_e2e::atelet_bin())
+    let daemon = Command::new(atelet_e2e::atelet_bin())
         .arg("--socket")
         .arg(home.join("atelet.sock"))
         .arg("--state-dir")
@@ -453,26 +479,7 @@ async fn a_config_whose_image_dir_holds_the_state_dir_is_refused_at_start() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-            panic!("a daemon whose image dir holds its state dir started");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    daemon
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = refused_start(daemon, "a daemon whose image dir holds its state dir").await;
     let want = format!(
         "policy.image_dirs: {} contains the state dir {}",
         x.display(),
@@ -554,7 +561,7 @@ async fn writes_inside_an_actor_never_reach_the_shared_rootfs() {
     // A daemon configured without the root overlay refuses to start.
     let config = d.dir.join("no-overlay.toml");
     std::fs::write(&config, "[runsc]\noverlay = \"none\"\n").unwrap();
-    let mut other = Command::new(atelet_e2e::atelet_bin())
+    let other = Command::new(atelet_e2e::atelet_bin())
         .arg("--socket")
         .arg(d.dir.join("other.sock"))
         .arg("--state-dir")
@@ -565,26 +572,7 @@ async fn writes_inside_an_actor_never_reach_the_shared_rootfs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = other.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = other.kill();
-            let _ = other.wait();
-            panic!("a daemon without the root overlay started");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    other
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = refused_start(other, "a daemon without the root overlay").await;
     assert!(stderr.contains("must be \"root:memory\""), "{stderr}");
 }
 

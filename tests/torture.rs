@@ -103,7 +103,7 @@ async fn kill_nine_at_any_point_loses_nothing() {
         // delay that lands before, inside or after the runsc steps.
         let mut tasks = Vec::new();
         let mut ops = BTreeSet::new();
-        let log_len = d.log().len();
+        let log_len = d.log_len();
         for id in &ids {
             let a = d.client.get(id).await.unwrap();
             let op = match a.status {
@@ -165,7 +165,8 @@ async fn kill_nine_at_any_point_loses_nothing() {
                 };
                 let needle = format!("\"op\":\"{op}\"");
                 let deadline = Instant::now() + Duration::from_secs(20);
-                while !d.log()[log_len..]
+                while !d
+                    .log_from(log_len)
                     .lines()
                     .any(|l| l.contains(what) && l.contains(&needle))
                 {
@@ -189,7 +190,7 @@ async fn kill_nine_at_any_point_loses_nothing() {
             }
         }
         // What was in flight when the daemon died (its last transitions).
-        let log = d.log();
+        let log = d.log_from(log_len);
         for id in &ids {
             let last = log.lines().rev().find(|l| {
                 l.contains("\"transition\"") && l.contains(&format!("\"actor\":\"{id}\""))

@@ -314,6 +314,26 @@ impl Daemon {
         std::fs::read_to_string(self.home.join("daemon.log")).unwrap_or_default()
     }
 
+    /// Bytes in the daemon's log so far (see [`Daemon::log_from`]).
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(self.home.join("daemon.log"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// The daemon's log from byte `offset` on: polling a long log from a
+    /// mark costs what was written since, not the whole file.
+    pub fn log_from(&self, offset: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut text = Vec::new();
+        if let Ok(mut f) = File::open(self.home.join("daemon.log")) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = f.read_to_end(&mut text);
+            }
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
     /// `kill -9` of the daemon (sandboxes keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
