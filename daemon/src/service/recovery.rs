@@ -329,8 +329,13 @@ impl<R: Runtime> ActorService<R> {
     /// What the disk shows of `rec`'s pending snapshot, beside `sandbox`
     /// from runsc: what [`plan()`] decides on.
     fn observe(&self, rec: &ActorRecord, sandbox: Sandbox) -> Observed {
+        // Verifying reads the whole image: only where it decides something,
+        // a SUSPENDING actor whose sandbox is gone or, after the wind-down
+        // wait, still tearing down.
         let committed = match (&rec.pending_snapshot, rec.status, sandbox) {
-            (Some(p), ActorStatus::Suspending, Sandbox::Gone) => self.recover_snapshot(&rec.id, p),
+            (Some(p), ActorStatus::Suspending, Sandbox::Gone | Sandbox::StillRunning(_)) => {
+                self.recover_snapshot(&rec.id, p)
+            }
             _ => None,
         };
         Observed {
@@ -423,7 +428,16 @@ impl<R: Runtime> ActorService<R> {
                 self.transition(rec, ActorStatus::Failed, "recovery", message)
                     .await?;
             }
-            Recovery::CommitSnapshot { snapshot } => {
+            Recovery::CommitSnapshot {
+                snapshot,
+                end_sandbox,
+            } => {
+                if let (true, Some(cid)) = (end_sandbox, cid) {
+                    self.runtime
+                        .delete(cid, true)
+                        .await
+                        .map_err(runtime_err("ending a checkpointed sandbox"))?;
+                }
                 let leftover = self.pending_image(rec);
                 rec.container = None;
                 rec.pending_snapshot = None;

@@ -613,6 +613,19 @@ async fn recovery_resolves_every_interrupted_step() {
         .commit(&p, "h".into(), "fake-1".into(), now_rfc3339())
         .unwrap();
 
+    // Renamed into place too, and its sandbox still tears down after the
+    // wait: the snapshot proves the checkpoint completed; recorded, and
+    // the sandbox ended.
+    let mut r = env.record("susp-slow", Suspending, Some("susp-slow_1"));
+    r.pending_snapshot = Some("snap-000001".into());
+    store.save(&r, None).await.unwrap();
+    running("susp-slow_1");
+    let p = snaps.begin("susp-slow", "snap-000001").unwrap();
+    std::fs::write(p.dir.join("checkpoint.img"), b"image").unwrap();
+    snaps
+        .commit(&p, "h".into(), "fake-1".into(), now_rfc3339())
+        .unwrap();
+
     // Sandbox gone.
     store
         .save(&env.record("run-lost", Running, Some("run-lost_1")), None)
@@ -707,6 +720,14 @@ async fn recovery_resolves_every_interrupted_step() {
         "not revived from its image"
     );
     assert!(snaps.entries("susp-winding").unwrap().is_empty());
+    assert_eq!(status("susp-slow"), Suspended);
+    assert_eq!(snaps.entries("susp-slow").unwrap(), ["snap-000001"]);
+    assert!(env
+        .fake
+        .state()
+        .calls
+        .iter()
+        .any(|c| c == "delete susp-slow_1"));
     assert_eq!(status("susp-renamed"), Suspended);
     assert_eq!(svc.get("susp-renamed").unwrap().snapshots.len(), 1);
     assert_eq!(snaps.entries("susp-renamed").unwrap(), ["snap-000001"]);

@@ -49,7 +49,8 @@ pub(in crate::service) struct Observed {
     /// The pending snapshot, renamed into place and verified but not
     /// recorded (the suspend committed it, then the daemon stopped).
     /// Verifying reads the whole image, so it is only looked for where it
-    /// decides something: a SUSPENDING actor whose sandbox is gone.
+    /// decides something: a SUSPENDING actor whose sandbox is gone, or
+    /// still tearing down after the wind-down wait.
     pub committed: Option<SnapshotRecord>,
 }
 
@@ -82,6 +83,10 @@ pub(in crate::service) enum Recovery {
     CommitSnapshot {
         /// The snapshot to record.
         snapshot: SnapshotRecord,
+        /// The checkpointed sandbox was still tearing down after the
+        /// wind-down wait: end it first (the snapshot proves the
+        /// checkpoint completed; what is left is only its teardown).
+        end_sandbox: bool,
     },
     /// A checkpoint stopped the sandbox but its image was never committed:
     /// restore the actor from that image (RUNNING, or FAILED if that fails).
@@ -134,6 +139,25 @@ pub(in crate::service) fn plan(rec: &ActorRecord, observed: &Observed) -> Recove
         {
             Recovery::WaitWindDown { pid }
         }
+        // Its snapshot was renamed into place and verifies: the checkpoint
+        // completed and only the sandbox's teardown is slow. Adopting it
+        // would sweep the snapshot as unrecorded and lose the actor when
+        // the sandbox ends.
+        (Suspending, Some(_)) if matches!(observed.sandbox, Sandbox::StillRunning(_)) => {
+            match &observed.committed {
+                Some(snapshot) => Recovery::CommitSnapshot {
+                    snapshot: snapshot.clone(),
+                    end_sandbox: true,
+                },
+                None => Recovery::Adopt {
+                    pid: observed.sandbox.pid().unwrap_or_default(),
+                    message: Some(
+                        "suspend interrupted by a daemon restart; the actor kept running"
+                            .to_string(),
+                    ),
+                },
+            }
+        }
         (Running, Some(pid)) => Recovery::Adopt { pid, message: None },
         (Starting | Resuming, Some(pid)) => Recovery::Adopt {
             pid,
@@ -173,6 +197,7 @@ pub(in crate::service) fn plan(rec: &ActorRecord, observed: &Observed) -> Recove
         (Suspending, None) => match (&observed.committed, &observed.pending_image) {
             (Some(snapshot), _) => Recovery::CommitSnapshot {
                 snapshot: snapshot.clone(),
+                end_sandbox: false,
             },
             // The checkpoint ran (it stopped the sandbox) but was not
             // committed: bring the actor back from its image.
@@ -197,7 +222,7 @@ pub(in crate::service) fn plan(rec: &ActorRecord, observed: &Observed) -> Recove
 /// or RESUMING actor whose sandbox is gone.
 pub(in crate::service) fn keeps_pending_snapshot(rec: &ActorRecord, observed: &Observed) -> bool {
     matches!(rec.status, ActorStatus::Suspending | ActorStatus::Resuming)
-        && observed.sandbox == Sandbox::Gone
+        && (observed.sandbox == Sandbox::Gone || observed.committed.is_some())
 }
 
 #[cfg(test)]
@@ -394,6 +419,22 @@ mod tests {
                 },
                 Recovery::WaitWindDown { pid: PID },
             ),
+            // Still tearing down after the wait, but its snapshot is in
+            // place and verifies: the checkpoint completed. Recorded, and
+            // the sandbox ended.
+            case(
+                Some(("`SUSPENDING`", "running, the snapshot renamed into place")),
+                with_pending_snapshot(Suspending),
+                Observed {
+                    pending_renamed: true,
+                    committed: Some(committed()),
+                    ..seen(StillRunning(PID))
+                },
+                Recovery::CommitSnapshot {
+                    snapshot: committed(),
+                    end_sandbox: true,
+                },
+            ),
             // It kept running: the checkpoint failed; RUNNING, the image goes.
             case(
                 Some(("`SUSPENDING`", "running, a checkpoint image written")),
@@ -413,6 +454,7 @@ mod tests {
                 },
                 Recovery::CommitSnapshot {
                     snapshot: committed(),
+                    end_sandbox: false,
                 },
             ),
             case(
@@ -485,6 +527,7 @@ mod tests {
                 },
                 Recovery::CommitSnapshot {
                     snapshot: committed(),
+                    end_sandbox: false,
                 },
             ),
             // Statuses that have no sandbox: one that runs is ended, one
