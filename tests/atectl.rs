@@ -146,12 +146,16 @@ fn the_whole_lifecycle_through_atectl_alone() {
             "SNAPSHOTS",
             "AGE",
             "PID",
+            "IP",
+            "PORTS",
             "IMAGE",
             "EXIT",
             "MESSAGE"
         ]
     );
     let pid: i32 = row(&wide, "ctl-counter-1")[5].parse().unwrap();
+    // No network asked for: no address, nothing published.
+    assert_eq!(&row(&wide, "ctl-counter-1")[6..8], ["-", "-"], "{wide:?}");
     assert_eq!(
         Some(pid),
         list.actors[0].sandbox.as_ref().map(|s| s.pid),
@@ -182,7 +186,7 @@ fn the_whole_lifecycle_through_atectl_alone() {
     let err = fails(&d, &["suspend", "ctl-counter-1"], 4);
     assert_eq!(
         err,
-        "atectl: cannot suspend actor ctl-counter-1: it is SUSPENDED (suspend needs RUNNING)\n"
+        "atectl: cannot suspend actor ctl-counter-1: it is SUSPENDED (suspend needs RUNNING or PAUSED)\n"
     );
 
     // Resume: the counter goes on from where it stood.
@@ -197,7 +201,7 @@ fn the_whole_lifecycle_through_atectl_alone() {
     let err = fails(&d, &["resume", "ctl-counter-1"], 4);
     assert_eq!(
         err,
-        "atectl: cannot resume actor ctl-counter-1: it is RUNNING (resume needs SUSPENDED or FAILED with a committed snapshot and no sandbox)\n"
+        "atectl: cannot resume actor ctl-counter-1: it is RUNNING (resume needs PAUSED, SUSPENDED or FAILED with a committed snapshot and no sandbox)\n"
     );
     let yaml_doc = d.atectl_ok(&["get", "ctl-counter-1", "-o", "yaml"]);
     assert!(yaml_doc.contains("\nstatus: RUNNING\n"), "{yaml_doc}");

@@ -220,3 +220,215 @@ async fn the_image_examples_run_as_written() {
     assert_eq!(unpacks, 1, "{}", d.log());
     assert!(d.client.list(None).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pause_walkthrough_runs_as_written() {
+    let d = Daemon::start();
+    let out = run(&d, &block("pause"), true);
+    let lines: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(lines.contains(&"\"status\":\"PAUSED\""), "{out}");
+    let from: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("\"activatedFrom\""))
+        .copied()
+        .collect();
+    assert_eq!(
+        from,
+        [
+            "\"activatedFrom\":\"paused\"",
+            "\"activatedFrom\":\"suspended\""
+        ],
+        "{out}"
+    );
+    // Both woken GETs were answered with the counter.
+    let counts: Vec<u64> = lines.iter().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(counts.len(), 2, "{out}");
+    for tier in ["paused", "suspended"] {
+        assert!(
+            out.contains(&format!(
+                "atelet_activation_duration_seconds_count{{tier=\"{tier}\"}} 1"
+            )),
+            "{out}"
+        );
+    }
+    assert!(d.client.list(None).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_networking_walkthrough_runs_as_written() {
+    let d = Daemon::start();
+    let out = run(&d, &block("networking"), true);
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["id"] == "web-1")
+        .collect();
+    let statuses: Vec<&str> = records
+        .iter()
+        .filter_map(|v| v["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["RUNNING", "SUSPENDED", "RUNNING"], "{out}");
+    assert_eq!(records[0]["ready"], true, "{out}");
+    let ip = records[0]["network"]["ip"].as_str().unwrap();
+    assert_eq!(ip, d.net.actor_ip(0));
+    assert!(records.iter().all(|r| r["network"]["ip"] == ip), "{out}");
+    assert_eq!(records[0]["network"]["ports"][0]["hostPort"], 18080);
+    // The counter read three times (port, port after resume, address):
+    // it never went back.
+    let counts: Vec<u64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(counts.len(), 3, "{out}");
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    // list -o wide shows the address and the port.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("web-1 ") && l.contains(ip) && l.contains("18080")),
+        "{out}"
+    );
+    let health = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["status"] == "ok")
+        .unwrap_or_else(|| panic!("no health with a network: {out}"));
+    assert_eq!(health["network"]["addressesInUse"], 1, "{out}");
+    assert_eq!(
+        health["network"]["publishedPorts"],
+        serde_json::json!([18080])
+    );
+    assert!(d.client.list(None).await.unwrap().is_empty());
+    assert_eq!(
+        d.client
+            .health()
+            .await
+            .unwrap()
+            .network
+            .unwrap()
+            .addresses_in_use,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_moving_walkthrough_runs_as_written() {
+    let d = Daemon::start();
+    let out = run(&d, &block("moving"), true);
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect();
+    let of = |id: &str| -> Vec<&str> {
+        records
+            .iter()
+            .filter(|v| v["id"] == id)
+            .filter_map(|v| v["status"].as_str())
+            .collect()
+    };
+    assert_eq!(of("counter-1"), ["RUNNING", "SUSPENDED"], "{out}");
+    assert_eq!(of("counter-2"), ["SUSPENDED", "RUNNING"], "{out}");
+    assert!(out.contains("counter-3 SUSPENDED"), "{out}");
+    // counter-3's log starts where counter-1 stood, not at 0.
+    let counts: Vec<u64> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("counter-3 RUNNING"))
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(!counts.is_empty(), "{out}");
+    assert!(counts.iter().all(|n| *n >= 1), "counter-3 restarted: {out}");
+    assert!(d.client.list(None).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_limits_walkthrough_runs_as_written() {
+    let d = Daemon::start();
+    // Not strict: the bad quantity answers 400 on purpose.
+    let out = run(&d, &block("limits"), false);
+    assert!(out.contains("MemTotal:          65536 kB"), "{out}");
+    let stats = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["cpuSeconds"].is_number())
+        .unwrap_or_else(|| panic!("no stats: {out}"));
+    assert_eq!(stats["cpuLimit"], 0.5, "{out}");
+    assert_eq!(stats["memoryLimitBytes"], 64 << 20, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("ACTOR ")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("spin-1 ") && l.contains("RUNNING") && l.contains("0.50")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hog ") && l.contains("FAILED") && l.contains("OOMKilled")),
+        "{out}"
+    );
+    assert!(
+        out.contains("spec.containers[0].resources.limits.memory"),
+        "{out}"
+    );
+    assert!(d.client.list(None).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registry_example_runs_as_written() {
+    // The configuration the README shows next to the block.
+    let d = Daemon::start_with_config(
+        "[policy]\nallowed_registries = [\"127.0.0.1:5055\"]\n\
+         [registries.\"127.0.0.1:5055\"]\ninsecure = true\n",
+        &[],
+    );
+    let out = run(&d, &block("registry"), true);
+    assert!(out.contains("hello from the registry"), "{out}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let pulls: Vec<&serde_json::Value> =
+        lines.iter().filter(|v| v["reason"] == "pulling").collect();
+    let last = pulls
+        .last()
+        .unwrap_or_else(|| panic!("no pulling event: {out}"));
+    assert_eq!(
+        last["pull"]["bytesDone"], last["pull"]["bytesTotal"],
+        "{out}"
+    );
+    let listed = lines
+        .iter()
+        .find(|v| v["images"].is_array())
+        .unwrap_or_else(|| panic!("no image list: {out}"));
+    assert_eq!(
+        listed["images"][0]["references"],
+        serde_json::json!(["docker://127.0.0.1:5055/agent:v1"]),
+        "{out}"
+    );
+    assert_eq!(
+        listed["images"][0]["actors"],
+        serde_json::json!(["agent-1"])
+    );
+    let codes: Vec<&str> = lines
+        .iter()
+        .filter_map(|v| v["error"]["code"].as_str())
+        .collect();
+    assert_eq!(codes, ["Unauthorized"], "{out}");
+    assert!(out.contains("allowed_registries"), "{out}");
+    assert_eq!(d.log().matches("\"message\":\"pulling image\"").count(), 1);
+    assert!(d.client.list(None).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exec_examples_run_as_written() {
+    let d = Daemon::start();
+    let out = run(&d, &block("exec"), true);
+    assert!(out.contains(r#""exitCode":0,"stdout":"0\n""#), "{out}");
+    assert!(
+        out.contains(r#"{"stream":"stdout","data":"one\n"}"#),
+        "{out}"
+    );
+    assert!(out.contains(r#"{"exitCode":0}"#), "{out}");
+    assert!(out.contains("exit code 3"), "{out}");
+    assert!(out.contains("HELLO"), "{out}");
+    assert_eq!(out.matches("deep").count(), 2, "{out}");
+    assert!(d.client.list(None).await.unwrap().is_empty());
+}

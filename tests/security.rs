@@ -126,6 +126,16 @@ async fn only_root_and_configured_peers_may_use_the_socket() {
     let (code, body) = curl_as(&d, 65533, "POST", "/v1/actors", Some(&create));
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("may only read"), "{body}");
+    // Nor export a snapshot: it holds an actor's whole memory.
+    let (code, body) = curl_as(
+        &d,
+        65533,
+        "GET",
+        "/v1/actors/any/snapshots/latest/export",
+        None,
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("may only read"), "{body}");
 
     // An allowed user, and root.
     let (code, body) = curl_as(&d, 65532, "POST", "/v1/actors", Some(&create));

@@ -122,7 +122,7 @@ async fn invalid_requests_are_refused_and_change_nothing() {
 
     // 404 for an unknown actor, on every route that names one.
     expect_error(&d, Method::GET, "/v1/actors/ghost", None, 404, "ghost").await;
-    for action in ["start", "suspend", "resume", "stop"] {
+    for action in ["start", "suspend", "resume", "pause", "stop"] {
         expect_error(
             &d,
             Method::POST,
@@ -139,6 +139,23 @@ async fn invalid_requests_are_refused_and_change_nothing() {
     expect_error(&d, Method::GET, "/v1/nothing", None, 404, "no route").await;
     // A bad id in a path is invalid, not a path.
     expect_error(&d, Method::GET, "/v1/actors/UPPER", None, 400, "id: ").await;
+    expect_error(
+        &d,
+        Method::POST,
+        "/v1/actors/UPPER/pause",
+        None,
+        400,
+        "id: ",
+    )
+    .await;
+    // An idle policy's windows are a second to a year; its keys are known.
+    let mut body = actor_request("lazy", "true");
+    body["spec"]["lifecycle"] = json!({"pauseAfterIdleSeconds": 0});
+    bad_create(&d, body, 400, "spec.lifecycle.pauseAfterIdleSeconds: ").await;
+    let mut body = actor_request("lazy", "true");
+    body["spec"]["lifecycle"] = json!({"pauseAfterIdle": 5});
+    bad_create(&d, body, 400, "pauseAfterIdle").await;
+    expect_error(&d, Method::GET, "/v1/actors/lazy", None, 404, "lazy").await;
 
     // 409 for a duplicate id and for transitions not allowed.
     bad_create(&d, actor_request("quiet", "true"), 409, "already exists").await;
@@ -174,6 +191,168 @@ async fn invalid_requests_are_refused_and_change_nothing() {
 
     let quiet = d.client.get("quiet").await.unwrap();
     assert_eq!(quiet.status, ActorStatus::Running);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_network_settings_are_refused_naming_the_field() {
+    let d = Daemon::start();
+    let port = |p: serde_json::Value| json!([p]);
+    let probe =
+        |p: serde_json::Value| json!({"ports": [{"containerPort": 8080}], "readinessProbe": p});
+    // (id, what the container gets, the spec's network, the field named).
+    let cases: Vec<(&str, serde_json::Value, Option<&str>, &str)> = vec![
+        (
+            "cport-0",
+            json!({"ports": port(json!({"containerPort": 0}))}),
+            None,
+            "spec.containers[0].ports[0].containerPort: ",
+        ),
+        (
+            "cport-neg",
+            json!({"ports": port(json!({"containerPort": -1}))}),
+            None,
+            "spec.containers[0].ports[0].containerPort: ",
+        ),
+        (
+            "cport-big",
+            json!({"ports": port(json!({"containerPort": 65536}))}),
+            None,
+            "spec.containers[0].ports[0].containerPort: ",
+        ),
+        (
+            "hport-0",
+            json!({"ports": port(json!({"containerPort": 8080, "hostPort": 0}))}),
+            None,
+            "spec.containers[0].ports[0].hostPort: ",
+        ),
+        (
+            "hport-big",
+            json!({"ports": port(json!({"containerPort": 8080, "hostPort": 70000}))}),
+            None,
+            "spec.containers[0].ports[0].hostPort: ",
+        ),
+        (
+            "cport-dup",
+            json!({"ports": [{"containerPort": 8080}, {"containerPort": 8080}]}),
+            None,
+            "spec.containers[0].ports[1].containerPort: ",
+        ),
+        (
+            "hport-dup",
+            json!({"ports": [
+                {"containerPort": 80, "hostPort": 18080},
+                {"containerPort": 81, "hostPort": 18080}
+            ]}),
+            None,
+            "spec.containers[0].ports[1].hostPort: ",
+        ),
+        (
+            "udp",
+            json!({"ports": port(json!({"containerPort": 53, "protocol": "UDP"}))}),
+            None,
+            "spec.containers[0].ports[0].protocol: ",
+        ),
+        (
+            "probe-port",
+            probe(json!({"tcpSocket": {"port": 9090}})),
+            None,
+            "spec.containers[0].readinessProbe.tcpSocket.port: ",
+        ),
+        (
+            "probe-http-port",
+            probe(json!({"httpGet": {"path": "/", "port": 9090}})),
+            None,
+            "spec.containers[0].readinessProbe.httpGet.port: ",
+        ),
+        (
+            "probe-both",
+            probe(json!({"httpGet": {"port": 8080}, "tcpSocket": {"port": 8080}})),
+            None,
+            "spec.containers[0].readinessProbe: exactly one of",
+        ),
+        (
+            "probe-neither",
+            probe(json!({"periodSeconds": 5})),
+            None,
+            "spec.containers[0].readinessProbe: exactly one of",
+        ),
+        (
+            "period-0",
+            probe(json!({"tcpSocket": {"port": 8080}, "periodSeconds": 0})),
+            None,
+            "spec.containers[0].readinessProbe.periodSeconds: ",
+        ),
+        (
+            "timeout-0",
+            probe(json!({"tcpSocket": {"port": 8080}, "timeoutSeconds": 0})),
+            None,
+            "spec.containers[0].readinessProbe.timeoutSeconds: ",
+        ),
+        (
+            "failures-0",
+            probe(json!({"tcpSocket": {"port": 8080}, "failureThreshold": 0})),
+            None,
+            "spec.containers[0].readinessProbe.failureThreshold: ",
+        ),
+        (
+            "delay-neg",
+            probe(json!({"tcpSocket": {"port": 8080}, "initialDelaySeconds": -1})),
+            None,
+            "spec.containers[0].readinessProbe.initialDelaySeconds: ",
+        ),
+        (
+            "path",
+            probe(json!({"httpGet": {"path": "healthz", "port": 8080}})),
+            None,
+            "spec.containers[0].readinessProbe.httpGet.path: ",
+        ),
+        (
+            "mode",
+            json!({}),
+            Some("host"),
+            "spec.network.mode: unknown network mode \"host\"",
+        ),
+        (
+            "none-ports",
+            json!({"ports": port(json!({"containerPort": 8080}))}),
+            Some("none"),
+            "spec.containers[0].ports: ",
+        ),
+    ];
+    for (id, container, mode, field) in cases {
+        let mut body = actor_request(id, "sleep 100000");
+        for (k, v) in container.as_object().unwrap() {
+            body["spec"]["containers"][0][k] = v.clone();
+        }
+        if let Some(mode) = mode {
+            body["spec"]["network"] = json!({"mode": mode});
+        }
+        bad_create(&d, body, 400, field).await;
+        let resp = d
+            .client
+            .raw(Method::GET, &format!("/v1/actors/{id}"), None)
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 404, "{id} was created");
+    }
+    // A containerPort is once per actor, across its containers too.
+    let mut body = actor_request("cport-dup2", "sleep 100000");
+    let mut side = body["spec"]["containers"][0].clone();
+    side["name"] = json!("side");
+    side["ports"] = json!([{"containerPort": 8080}]);
+    body["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+    body["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(side);
+    bad_create(&d, body, 400, "spec.containers[1].ports[0].containerPort: ").await;
+    let resp = d
+        .client
+        .raw(Method::GET, "/v1/actors/cport-dup2", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 404);
+    assert!(d.client.list(None).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,8 +16,11 @@ pub enum Op {
     Start,
     /// `POST …/suspend`: checkpoint to a snapshot, sandbox gone.
     Suspend,
-    /// `POST …/resume`: restore the latest snapshot.
+    /// `POST …/resume`: restore the latest snapshot, or unfreeze a
+    /// paused sandbox.
     Resume,
+    /// `POST …/pause`: freeze the sandbox, memory kept.
+    Pause,
     /// `POST …/stop`: end the sandbox, keep record and snapshots.
     Stop,
     /// `DELETE /v1/actors/{id}`: end everything and forget the actor.
@@ -42,14 +45,16 @@ const fn from(status: ActorStatus) -> Allowed {
 }
 
 /// The transition table: the statuses each operation is allowed from.
-const TABLE: [(Op, &[Allowed]); 5] = {
+const TABLE: [(Op, &[Allowed]); 6] = {
     use ActorStatus::*;
     [
         (Op::Start, &[from(Created), from(Stopped), from(Failed)]),
-        (Op::Suspend, &[from(Running)]),
+        (Op::Suspend, &[from(Running), from(Paused)]),
+        (Op::Pause, &[from(Running)]),
         (
             Op::Resume,
             &[
+                from(Paused),
                 from(Suspended),
                 Allowed {
                     status: Failed,
@@ -61,6 +66,7 @@ const TABLE: [(Op, &[Allowed]); 5] = {
             Op::Stop,
             &[
                 from(Running),
+                from(Paused),
                 from(Suspended),
                 Allowed {
                     status: Failed,
@@ -74,6 +80,9 @@ const TABLE: [(Op, &[Allowed]); 5] = {
                 from(Created),
                 from(Starting),
                 from(Running),
+                from(Pausing),
+                from(Paused),
+                from(Unpausing),
                 from(Suspending),
                 from(Suspended),
                 from(Resuming),
@@ -86,7 +95,14 @@ const TABLE: [(Op, &[Allowed]); 5] = {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 5] = [Op::Start, Op::Suspend, Op::Resume, Op::Stop, Op::Delete];
+    pub const ALL: [Op; 6] = [
+        Op::Start,
+        Op::Suspend,
+        Op::Resume,
+        Op::Pause,
+        Op::Stop,
+        Op::Delete,
+    ];
 
     /// The name in paths, logs and metrics, e.g. `suspend`.
     pub fn as_str(self) -> &'static str {
@@ -94,6 +110,7 @@ impl Op {
             Op::Start => "start",
             Op::Suspend => "suspend",
             Op::Resume => "resume",
+            Op::Pause => "pause",
             Op::Stop => "stop",
             Op::Delete => "delete",
         }
@@ -165,16 +182,19 @@ mod tests {
     #[test]
     fn every_status_and_operation() {
         #[rustfmt::skip]
-        let expected: [(ActorStatus, [bool; 5]); 8] = [
-            //            start  suspend resume stop   delete
-            (Created,    [true,  false,  false, false, true]),
-            (Starting,   [false, false,  false, false, true]),
-            (Running,    [false, true,   false, true,  true]),
-            (Suspending, [false, false,  false, false, true]),
-            (Suspended,  [false, false,  true,  true,  true]),
-            (Resuming,   [false, false,  false, false, true]),
-            (Stopped,    [true,  false,  false, false, true]),
-            (Failed,     [true,  false,  true,  true,  true]),
+        let expected: [(ActorStatus, [bool; 6]); 11] = [
+            //            start  suspend resume pause  stop   delete
+            (Created,    [true,  false,  false, false, false, true]),
+            (Starting,   [false, false,  false, false, false, true]),
+            (Running,    [false, true,   false, true,  true,  true]),
+            (Pausing,    [false, false,  false, false, false, true]),
+            (Paused,     [false, true,   true,  false, true,  true]),
+            (Unpausing,  [false, false,  false, false, false, true]),
+            (Suspending, [false, false,  false, false, false, true]),
+            (Suspended,  [false, false,  true,  false, true,  true]),
+            (Resuming,   [false, false,  false, false, false, true]),
+            (Stopped,    [true,  false,  false, false, false, true]),
+            (Failed,     [true,  false,  true,  false, true,  true]),
         ];
         for (status, row) in expected {
             for (op, want) in Op::ALL.into_iter().zip(row) {
@@ -186,21 +206,22 @@ mod tests {
     #[test]
     fn the_409_names_what_the_table_allows() {
         assert_eq!(Op::Start.needs(), "CREATED, STOPPED or FAILED");
-        assert_eq!(Op::Suspend.needs(), "RUNNING");
+        assert_eq!(Op::Suspend.needs(), "RUNNING or PAUSED");
+        assert_eq!(Op::Pause.needs(), "RUNNING");
         assert_eq!(
             Op::Resume.needs(),
-            "SUSPENDED or FAILED with a committed snapshot and no sandbox"
+            "PAUSED, SUSPENDED or FAILED with a committed snapshot and no sandbox"
         );
         assert_eq!(
             Op::Stop.needs(),
-            "RUNNING, SUSPENDED or FAILED with a sandbox still on record"
+            "RUNNING, PAUSED, SUSPENDED or FAILED with a sandbox still on record"
         );
         assert_eq!(Op::Delete.needs(), "any status");
     }
 
     #[test]
     fn actions_are_parsed_from_their_names_but_delete_is_a_method() {
-        for op in [Op::Start, Op::Suspend, Op::Resume, Op::Stop] {
+        for op in [Op::Start, Op::Suspend, Op::Resume, Op::Pause, Op::Stop] {
             assert_eq!(Op::from_action(op.as_str()), Some(op));
         }
         assert_eq!(Op::from_action("delete"), None);

@@ -134,7 +134,7 @@ proptest! {
         let again: CreateActorRequest =
             serde_json::from_slice(&serde_json::to_vec(&req).unwrap()).unwrap();
         prop_assert_eq!(&again, &req);
-        for c in &req.spec.containers {
+        for c in req.spec.iter().flat_map(|s| &s.containers) {
             let set = resolve_capabilities(c.security_context.as_ref()).unwrap();
             // Defaults first, no duplicates.
             prop_assert_eq!(&set[..3], &atelet_api::capabilities::DEFAULT_CAPABILITIES[..]);

@@ -11,6 +11,18 @@
 //! `checkpoint` + `delete`; `restore -detach`) on an identical bundle (a
 //! copy of the one the daemon wrote), alternating A B A B. Raw runsc is run
 //! as an operator would from a shell: the bench is not a subreaper.
+//!
+//! Registry (`--registry`, [`registry`]): creates from a registry image,
+//! cold and warm, against `skopeo copy` to a layout plus a local create.
+//!
+//! Activation ([`pause`]): resume from PAUSED and from SUSPENDED, by
+//! request and by a connection to a published port, against raw `runsc
+//! resume` and `runsc restore`.
+//!
+//! Networking ([`net`]): the same lifecycle for a bridged actor against
+//! raw runsc in a network namespace the bench sets up, and against an
+//! actor without network; then the published-port proxy against a direct
+//! connection to the actor.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,6 +39,11 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
+mod net;
+mod pause;
+mod registry;
+mod remote;
+
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark atelet against raw runsc")]
 struct Args {
@@ -42,9 +59,32 @@ struct Args {
     /// Seconds per API measurement.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// Size of the file downloaded through the published port and
+    /// directly, in MiB.
+    #[arg(long, default_value_t = 64)]
+    download_mib: usize,
+    /// Downloads of that file per side.
+    #[arg(long, default_value_t = 20)]
+    downloads: usize,
+    /// Seconds of sequential small GETs, both sides together.
+    #[arg(long, default_value_t = 6.0)]
+    http_duration: f64,
     /// Tiny counts, to prove the benchmark works (CI).
     #[arg(long)]
     quick: bool,
+    /// Only snapshots through a remote store (bench/src/remote.rs), this
+    /// many runs; then exit.
+    #[arg(long, num_args = 0..=1, default_missing_value = "10", value_name = "RUNS")]
+    remote: Option<usize>,
+    /// Only creates from a registry (bench/src/registry.rs): cold and warm,
+    /// against `skopeo copy` to a layout plus a local create; this many
+    /// runs; then exit.
+    #[arg(long, num_args = 0..=1, default_missing_value = "10", value_name = "RUNS")]
+    registry: Option<usize>,
+    /// Only activation from PAUSED and SUSPENDED (bench/src/pause.rs),
+    /// this many runs; then exit.
+    #[arg(long, num_args = 0..=1, default_missing_value = "10", value_name = "RUNS")]
+    pause: Option<usize>,
 }
 
 /// Latency samples in milliseconds.
@@ -71,7 +111,7 @@ const RUNSC_FLAGS: [&str; 3] = [
     "--network=none",
     "--overlay2=root:memory",
 ];
-const COUNTER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done";
+pub(crate) const COUNTER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done";
 
 struct Bench {
     dir: PathBuf,
@@ -79,6 +119,9 @@ struct Bench {
     state: PathBuf,
     rootfs: PathBuf,
     daemon: Child,
+    /// Dropped after the body of `drop` has killed the daemon and deleted
+    /// every sandbox: then the bench's network goes.
+    _net: net::NetGuard,
 }
 
 impl Drop for Bench {
@@ -86,11 +129,16 @@ impl Drop for Bench {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
         // Whatever the raw side or the daemon left behind.
-        for root in [self.dir.join("raw-root"), self.state.join("runsc")] {
+        for root in [
+            self.dir.join("raw-root"),
+            self.dir.join("raw-net-root"),
+            self.state.join("runsc"),
+        ] {
             for id in runsc_ids(&root) {
                 let _ = runsc(&root).args(["delete", "--force", &id]).status();
             }
         }
+        remove_raw_cgroups();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -231,10 +279,12 @@ fn setup(args: &Args) -> Result<Bench> {
     std::fs::write(
         &config,
         format!(
-            "snapshot_retention = 1\n[limits]\nmax_connections = 64\n[policy]\nmax_actors = 100000\nimage_dirs = [{:?}]\n",
-            dir.join("images").display().to_string()
+            "snapshot_retention = 1\n[limits]\nmax_connections = 64\n[policy]\nmax_actors = 100000\nimage_dirs = [{:?}]\n{}",
+            dir.join("images").display().to_string(),
+            net::daemon_config()
         ),
     )?;
+    let net = net::NetGuard::new(&dir.join("raw-net.log"))?;
     let socket = dir.join("atelet.sock");
     let state = dir.join("state");
     let log = File::create(dir.join("daemon.log"))?;
@@ -257,6 +307,7 @@ fn setup(args: &Args) -> Result<Bench> {
         state,
         rootfs,
         daemon,
+        _net: net,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&bench.socket).is_err() {
@@ -307,8 +358,40 @@ fn copy_bundle(b: &Bench, id: &str, dest: &Path) -> Result<()> {
         &src.join("identity").display().to_string(),
         &dest.join("identity").display().to_string(),
     );
-    std::fs::write(dest.join("config.json"), config)?;
+    // The raw side gets a cgroup as the daemon's sandboxes do, but under a
+    // parent of the bench's own: under the daemon's it would make (and
+    // runsc leave) cgroups named like the daemon's sandboxes.
+    let mut config: serde_json::Value = serde_json::from_str(&config)?;
+    if let Some(path) = config.pointer_mut("/linux/cgroupsPath") {
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        *path = serde_json::json!(format!("/{RAW_CGROUP_PARENT}/{name}"));
+    }
+    std::fs::write(dest.join("config.json"), serde_json::to_vec(&config)?)?;
     Ok(())
+}
+
+/// The cgroup parent of the raw side's sandboxes; removed at the end.
+const RAW_CGROUP_PARENT: &str = "atelet-bench-raw";
+
+/// Removes the raw side's cgroups (all empty once its sandboxes are gone).
+fn remove_raw_cgroups() {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for c in controllers.flatten() {
+        let parent = c.path().join(RAW_CGROUP_PARENT);
+        if let Ok(children) = std::fs::read_dir(&parent) {
+            for child in children.flatten() {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&parent);
+    }
 }
 
 async fn lifecycle(b: &Bench, runs: usize) -> Result<(Lifecycle, Lifecycle)> {
@@ -440,16 +523,39 @@ fn row(name: &str, d: &Samples, r: &Samples) -> String {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let mut args = Args::parse();
+    if let Some(runs) = args.remote {
+        return remote::run(args.atelet.as_deref(), runs, args.quick).await;
+    }
+    if let Some(runs) = args.registry {
+        return registry::run_section(args.atelet.as_deref(), runs, args.quick).await;
+    }
+    if let Some(runs) = args.pause {
+        let b = setup(&args)?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (d, r) = pause::run(&b, runs).await?;
+        println!(
+            "- command: `cargo run --release -p atelet-bench -- --pause {runs}`; {runs} runs per side, daemon then raw"
+        );
+        pause::report(&d, &r);
+        return Ok(());
+    }
     if args.quick {
         args.runs = args.runs.min(2);
         args.actors = vec![50];
         args.duration = 0.3;
+        args.download_mib = 4;
+        args.downloads = 1;
+        args.http_duration = 0.3;
     }
     let b = setup(&args)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_kib(b.daemon.id());
 
     let (d, r) = lifecycle(&b, args.runs).await?;
+    let net_lifecycle = net::lifecycle(&b, args.runs).await?;
+    let http = net::http(&b, args.http_duration, args.download_mib, args.downloads).await?;
+    let (pause_d, pause_r) = pause::run(&b, args.runs).await?;
+    let net_left = net::finish(&b).await?;
 
     let mut api: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut rss_with = BTreeMap::new();
@@ -526,14 +632,17 @@ async fn main() -> Result<()> {
 
     println!("## Run of {date}\n");
     println!(
-        "- command: `cargo run --release -p atelet-bench -- --runs {} --actors {} --duration {}`",
+        "- command: `cargo run --release -p atelet-bench -- --runs {} --actors {} --duration {} --download-mib {} --downloads {} --http-duration {}`",
         args.runs,
         args.actors
             .iter()
             .map(|n| n.to_string())
             .collect::<Vec<_>>()
             .join(","),
-        args.duration
+        args.duration,
+        args.download_mib,
+        args.downloads,
+        args.http_duration
     );
     println!(
         "- machine: {cores} cores, {} GiB memory; {runsc_version} (`{}`)",
@@ -595,5 +704,7 @@ async fn main() -> Result<()> {
         "| sled on disk with {created} records | {:.1} MiB |",
         db as f64 / (1024.0 * 1024.0)
     );
+    net::report(&net_lifecycle, &http, &net_left);
+    pause::report(&pause_d, &pause_r);
     Ok(())
 }

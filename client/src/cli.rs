@@ -72,9 +72,11 @@ Examples:
     },
     /// Start a CREATED, STOPPED or FAILED actor from its image.
     Start(ActionArgs),
-    /// Checkpoint a RUNNING actor to a snapshot and free its sandbox.
+    /// Checkpoint a RUNNING or PAUSED actor to a snapshot and free its sandbox.
     Suspend(ActionArgs),
-    /// Restore a SUSPENDED actor from its latest snapshot.
+    /// Freeze a RUNNING actor's sandbox, keeping its memory (PAUSED).
+    Pause(ActionArgs),
+    /// Thaw a PAUSED actor, or restore a SUSPENDED one from its latest snapshot.
     Resume(ActionArgs),
     /// Kill an actor's sandbox, keeping its record and snapshots.
     Stop(ActionArgs),
@@ -105,9 +107,50 @@ Examples:
         #[arg(short, long, value_enum, default_value_t)]
         output: EventFormat,
     },
+    /// Write a snapshot of an actor to a file, as one tar, to import it on
+    /// another node.
+    #[command(after_help = "\
+Examples:
+  atectl export counter-1 -o counter-1.tar          (its latest snapshot)
+  atectl export counter-1 snap-000002 -o snap.tar")]
+    Export {
+        /// The actor id.
+        id: String,
+        /// The snapshot id (default: the latest).
+        #[arg(default_value = "latest")]
+        snapshot: String,
+        /// Where to write the tar.
+        #[arg(short, long, value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
+    /// Create an actor, SUSPENDED, from a tar written by `atectl export`;
+    /// `atectl resume` it then.
+    #[command(after_help = "\
+Example:
+  atectl import counter-1.tar --id counter-1")]
+    Import {
+        /// The tar.
+        file: std::path::PathBuf,
+        /// The new actor's id.
+        #[arg(long)]
+        id: String,
+    },
     /// List the node's image cache: DIGEST, SIZE, LAYERS, ACTORS, AGE, REFERENCE.
     Images {
         /// Output format (wide: full digests, unpack time, every actor and reference).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: ListFormat,
+    },
+    /// Pull an image into the node's image cache without creating an actor
+    /// (from a registry, or unpack a local layout or archive).
+    #[command(after_help = "\
+Examples:
+  atectl pull docker://registry.internal:5000/agent:1.4
+  atectl pull registry.internal:5000/agent@sha256:2f0c…")]
+    Pull {
+        /// The image reference.
+        reference: String,
+        /// Output format (wide: full digest, unpack time, every reference).
         #[arg(short, long, value_enum, default_value_t)]
         output: ListFormat,
     },
@@ -119,6 +162,44 @@ Examples:
     Rmi {
         /// The image's digest, or a unique prefix of its hex.
         digest: String,
+    },
+    /// Show what running actors use: CPU (cores, over the last interval),
+    /// memory against the limit, tasks, OOM kills. Refreshes on a terminal
+    /// until Ctrl-C; elsewhere (or with --once) prints one table.
+    #[command(after_help = "\
+Examples:
+  atectl top                  (every running actor, refreshed every 2 s)
+  atectl top counter-1 --once (one table, CPU measured over one interval)")]
+    Top {
+        /// Only these actors (default: every RUNNING actor).
+        ids: Vec<String>,
+        /// Print one table and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between samples.
+        #[arg(short = 'n', long, default_value_t = 2.0, value_parser = parse_interval)]
+        interval: f64,
+    },
+    /// Run a command in a running actor's container; atectl exits with its
+    /// exit code. -i passes stdin; -t gives it a terminal (raw mode here,
+    /// restored on exit; Ctrl-C goes to the command).
+    #[command(after_help = "\
+Examples:
+  atectl exec counter-1 -- id -u
+  atectl exec -it counter-1 -- /bin/sh
+  echo hi | atectl exec -i counter-1 -- cat")]
+    Exec(ExecArgs),
+    /// Copy a file or directory between an actor and this machine (a tar
+    /// stream through exec: the actor's image needs tar).
+    #[command(after_help = "\
+Examples:
+  atectl cp counter-1:/var/log ./logs
+  atectl cp ./config counter-1:/etc/app")]
+    Cp {
+        /// ID:/path in an actor, or a local path.
+        src: String,
+        /// ID:/path in an actor, or a local path.
+        dst: String,
     },
     /// Check the daemon and its runsc (exit 6 when the node is degraded).
     Health {
@@ -139,6 +220,34 @@ Examples:
     },
 }
 
+/// `atectl exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Pass stdin to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// UID[:GID] to run as (default: the container's).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory (default: the container's).
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// NAME=VALUE set for the command (repeatable).
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Kill the command after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// The actor id.
+    pub id: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
 /// `atectl create`: from a file, or from flags for the common
 /// one-container case.
 #[derive(Debug, Args)]
@@ -149,7 +258,7 @@ pub struct CreateArgs {
 
     /// A create request as JSON or YAML ("-" reads stdin).
     #[arg(short, long, value_name = "FILE", value_hint = clap::ValueHint::FilePath,
-          conflicts_with_all = ["image", "cmd", "env", "cap_add", "cap_drop", "user", "workdir", "template"])]
+          conflicts_with_all = ["image", "cmd", "env", "cap_add", "cap_drop", "user", "workdir", "template", "network", "publish", "cpu", "memory"])]
     pub file: Option<PathBuf>,
 
     /// Image: dir:<rootfs>, oci:<layout>[:<tag>] or oci-archive:<file>[:<tag>].
@@ -184,6 +293,23 @@ pub struct CreateArgs {
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_template)]
     pub template: Option<(String, String)>,
 
+    /// Network mode: bridge or none [default: the node's].
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+
+    /// A port to serve, HOSTPORT:CONTAINERPORT (published on the node) or
+    /// CONTAINERPORT (repeatable).
+    #[arg(short, long, value_name = "[HOSTPORT:]CONTAINERPORT", value_parser = parse_publish)]
+    pub publish: Vec<(Option<i64>, i64)>,
+
+    /// CPU limit, a Kubernetes quantity (500m, 0.5, 2).
+    #[arg(long, value_name = "QUANTITY")]
+    pub cpu: Option<String>,
+
+    /// Memory limit, a Kubernetes quantity (256Mi, 1G).
+    #[arg(long, value_name = "QUANTITY")]
+    pub memory: Option<String>,
+
     /// Leave the actor CREATED instead of starting it.
     #[arg(long)]
     pub no_start: bool,
@@ -209,7 +335,8 @@ pub enum ListFormat {
     /// ID, STATUS, TEMPLATE, SNAPSHOTS, AGE.
     #[default]
     Table,
-    /// The table plus PID, IMAGE, EXIT and MESSAGE.
+    /// The table plus PID, IP, PORTS (published, HOSTPORT->CONTAINERPORT),
+    /// IMAGE, EXIT and MESSAGE.
     Wide,
     /// The API's JSON.
     Json,
@@ -247,6 +374,24 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((name, value)) => Ok((name.to_string(), value.to_string())),
         None => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds from 0.1 to 3600")),
+    }
+}
+
+fn parse_publish(s: &str) -> Result<(Option<i64>, i64), String> {
+    let number = |t: &str| {
+        t.parse::<i64>()
+            .map_err(|_| format!("{t:?} is not a port number (expected [HOSTPORT:]CONTAINERPORT)"))
+    };
+    match s.split_once(':') {
+        Some((host, container)) => Ok((Some(number(host)?), number(container)?)),
+        None => Ok((None, number(s)?)),
     }
 }
 
@@ -337,6 +482,59 @@ mod tests {
     }
 
     #[test]
+    fn publish_takes_a_container_port_and_maybe_a_host_port() {
+        assert_eq!(parse_publish("8080"), Ok((None, 8080)));
+        assert_eq!(parse_publish("18080:8080"), Ok((Some(18080), 8080)));
+        // Range checks are the daemon's (it names the field).
+        assert_eq!(parse_publish("0"), Ok((None, 0)));
+        for bad in ["x", "", "18080:", ":8080", "a:8080", "1:2:3", "80/tcp"] {
+            let e = parse_publish(bad).unwrap_err();
+            assert!(e.contains("[HOSTPORT:]CONTAINERPORT"), "{bad}: {e}");
+        }
+        assert!(parse_publish("x").unwrap_err().contains("\"x\""));
+        let cli = parse(&[
+            "create",
+            "web",
+            "--image",
+            "dir:/r",
+            "--network",
+            "bridge",
+            "-p",
+            "18080:8080",
+            "--publish",
+            "9090",
+        ])
+        .unwrap();
+        let Command::Create(c) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(c.publish, [(Some(18080), 8080), (None, 9090)]);
+        assert_eq!(c.network.as_deref(), Some("bridge"));
+        let e = parse(&["create", "web", "--image", "dir:/r", "-p", "x"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn list_and_get_have_a_wide_table() {
+        let cli = parse(&["list", "-o", "wide"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::List {
+                output: ListFormat::Wide,
+                ..
+            }
+        ));
+        let cli = parse(&["get", "web", "-o", "wide"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Get {
+                output: ListFormat::Wide,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn images_and_rmi_parse() {
         let cli = parse(&["images", "-o", "wide"]).unwrap();
         assert!(matches!(
@@ -345,6 +543,10 @@ mod tests {
                 output: ListFormat::Wide
             }
         ));
+        let cli = parse(&["pull", "docker://r:5000/a:v1"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Pull { reference, .. } if reference == "docker://r:5000/a:v1")
+        );
         let cli = parse(&["rmi", "2f0c9a1b"]).unwrap();
         assert!(matches!(cli.command, Command::Rmi { digest } if digest == "2f0c9a1b"));
         assert_eq!(parse(&["rmi"]).unwrap_err().exit_code(), 2);

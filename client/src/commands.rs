@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use atectl::{Client, ClientError};
-use atelet_api::{Actor, ActorList, ActorStatus, Event, ImageList};
+use atelet_api::{Actor, ActorList, ActorStats, ActorStatus, Event, ImageList, PullImageRequest};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::Method;
@@ -27,6 +27,7 @@ pub async fn run(client: &Client, command: Command) -> Result<(), Failure> {
         Command::List { status, output } => list(client, status, output).await,
         Command::Start(a) => act(client, a, "start", "starting").await,
         Command::Suspend(a) => act(client, a, "suspend", "suspending").await,
+        Command::Pause(a) => act(client, a, "pause", "pausing").await,
         Command::Resume(a) => act(client, a, "resume", "resuming").await,
         Command::Stop(a) => act(client, a, "stop", "stopping").await,
         Command::Delete { id } => delete(client, &id).await,
@@ -36,9 +37,23 @@ pub async fn run(client: &Client, command: Command) -> Result<(), Failure> {
             no_follow,
             output,
         } => events(client, since, no_follow, output).await,
+        Command::Export {
+            id,
+            snapshot,
+            output,
+        } => export(client, &id, &snapshot, &output).await,
+        Command::Import { file, id } => import(client, &file, &id).await,
         Command::Images { output } => images(client, output).await,
+        Command::Pull { reference, output } => pull(client, &reference, output).await,
         Command::Rmi { digest } => rmi(client, &digest).await,
         Command::Health { output } => health(client, output).await,
+        Command::Exec(args) => crate::exec::exec(client, args).await,
+        Command::Cp { src, dst } => crate::exec::cp(client, &src, &dst).await,
+        Command::Top {
+            ids,
+            once,
+            interval,
+        } => top(client, ids, once, interval).await,
         // Needs no daemon; main answers it before connecting.
         Command::Completion { .. } => Ok(()),
     }
@@ -88,8 +103,84 @@ async fn create(client: &Client, args: CreateArgs) -> Result<(), Failure> {
     };
     let id = body["id"].as_str().unwrap_or("actor").to_string();
     let bytes = serde_json::to_vec(&body).map_err(|e| Failure::Invalid(e.to_string()))?;
-    let actor = with_progress("creating", &id, client.create_raw(bytes)).await?;
-    print_actor(&actor, args.output)
+    let watch = PullWatch::start(client, &id).await;
+    let progress = Progress::start_with_detail(format!("creating {id}"), watch.detail());
+    let actor = client.create_raw(bytes).await;
+    progress.finish().await;
+    watch.stop();
+    print_actor(&actor?, args.output)
+}
+
+async fn pull(client: &Client, reference: &str, format: ListFormat) -> Result<(), Failure> {
+    let body = serde_json::to_vec(&PullImageRequest {
+        reference: reference.to_string(),
+    })
+    .map_err(|e| Failure::Invalid(e.to_string()))?;
+    let watch = PullWatch::start(client, "").await;
+    let progress = Progress::start_with_detail(format!("pulling {reference}"), watch.detail());
+    let image = client.pull_image(body).await;
+    progress.finish().await;
+    watch.stop();
+    let images = vec![image?];
+    emit(&match format {
+        ListFormat::Table | ListFormat::Wide => {
+            output::image_table(&images, format == ListFormat::Wide, SystemTime::now())
+        }
+        ListFormat::Json => output::json(&images[0]),
+        ListFormat::Yaml => output::yaml(&images[0]),
+    })
+}
+
+/// Follows the daemon's `pulling` events of one actor's create (or, for
+/// `""`, of pull requests) while it runs, keeping the latest as a line for
+/// the spinner: only on a terminal, where someone watches.
+struct PullWatch {
+    detail: std::sync::Arc<std::sync::Mutex<String>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl PullWatch {
+    /// Subscribes before the request is sent (the stream starts at what is
+    /// logged when it is answered), so no event of the pull is missed.
+    async fn start(client: &Client, actor: &str) -> PullWatch {
+        let detail = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return PullWatch { detail, task: None };
+        }
+        let Ok(mut body) = client.stream(Method::GET, "/v1/events?follow=true").await else {
+            return PullWatch { detail, task: None };
+        };
+        let (actor, shown) = (actor.to_string(), detail.clone());
+        let task = tokio::spawn(async move {
+            let mut pending: Vec<u8> = Vec::new();
+            while let Ok(Some(chunk)) = next_chunk(&mut body).await {
+                pending.extend_from_slice(&chunk);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let Ok(e) = serde_json::from_slice::<Event>(&line) else {
+                        continue;
+                    };
+                    if let (Some(p), true) = (&e.pull, e.actor_id == actor) {
+                        *shown.lock().unwrap_or_else(|p| p.into_inner()) = output::pull_progress(p);
+                    }
+                }
+            }
+        });
+        PullWatch {
+            detail,
+            task: Some(task),
+        }
+    }
+
+    fn detail(&self) -> std::sync::Arc<std::sync::Mutex<String>> {
+        self.detail.clone()
+    }
+
+    fn stop(self) {
+        if let Some(t) = self.task {
+            t.abort();
+        }
+    }
 }
 
 /// The text of a `-f` argument, and the name to use in messages.
@@ -144,6 +235,62 @@ async fn act(client: &Client, a: ActionArgs, action: &str, doing: &str) -> Resul
 async fn delete(client: &Client, id: &str) -> Result<(), Failure> {
     with_progress("deleting", id, client.delete(id)).await?;
     emit(&format!("{id} deleted\n"))
+}
+
+async fn export(client: &Client, id: &str, snapshot: &str, out: &Path) -> Result<(), Failure> {
+    let path = format!("/v1/actors/{id}/snapshots/{snapshot}/export");
+    let mut body = client.stream(Method::GET, &path).await?;
+    // Written beside the target and renamed into place when whole: an
+    // export cut short never looks like one that is not.
+    let tmp = out.with_extension("part");
+    let io = |what: &str| {
+        let what = format!("{what} {}", tmp.display());
+        move |source| Failure::Io { what, source }
+    };
+    let mut file = std::fs::File::create(&tmp).map_err(io("creating"))?;
+    let mut bytes = 0u64;
+    let written = async {
+        while let Some(chunk) = next_chunk(&mut body).await? {
+            file.write_all(&chunk).map_err(io("writing"))?;
+            bytes += chunk.len() as u64;
+        }
+        file.sync_all().map_err(io("syncing"))?;
+        std::fs::rename(&tmp, out).map_err(io("renaming"))
+    }
+    .await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    eprintln!(
+        "{id}: exported {snapshot} to {} ({bytes} bytes)",
+        out.display()
+    );
+    Ok(())
+}
+
+async fn import(client: &Client, file: &Path, id: &str) -> Result<(), Failure> {
+    let io = |source| Failure::Io {
+        what: format!("reading {}", file.display()),
+        source,
+    };
+    let f = tokio::fs::File::open(file).await.map_err(io)?;
+    let len = f.metadata().await.map_err(io)?.len();
+    let resp = client
+        .upload(
+            &format!("/v1/snapshots/import?id={id}"),
+            "application/x-tar",
+            f,
+            len,
+        )
+        .await?;
+    if !(200..300).contains(&resp.status) {
+        return Err(atectl::api_error(resp.status, &resp.body).into());
+    }
+    let actor: Actor =
+        serde_json::from_slice(&resp.body).map_err(|e| ClientError::Decode(e.to_string()))?;
+    println!("{} {}", actor.id, actor.status);
+    Ok(())
 }
 
 async fn logs(client: &Client, id: &str, follow: bool) -> Result<(), Failure> {
@@ -259,6 +406,55 @@ async fn rmi(client: &Client, arg: &str) -> Result<(), Failure> {
     };
     with_progress("removing", &digest, client.delete_image(&digest)).await?;
     emit(&format!("{digest} removed\n"))
+}
+
+/// `atectl top`: samples the actors' stats every `interval` seconds and
+/// prints a table; CPU is the rate between two samples, so the first table
+/// comes after one interval. On a terminal the table is redrawn in place
+/// until Ctrl-C; otherwise (or with `once`) one table is printed.
+async fn top(client: &Client, ids: Vec<String>, once: bool, interval: f64) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let refresh = !once && std::io::stdout().is_terminal();
+    let pause = std::time::Duration::from_secs_f64(interval);
+    let mut before = top_sample(client, &ids).await?;
+    loop {
+        tokio::time::sleep(pause).await;
+        let now = top_sample(client, &ids).await?;
+        let table = output::top_table(&before, &now);
+        if refresh {
+            // Home, clear, table: redrawn in place.
+            emit(&format!("\x1b[H\x1b[2J{table}"))?;
+        } else {
+            return emit(&table);
+        }
+        before = now;
+    }
+}
+
+/// The stats of `ids`, or of every RUNNING actor (then one deleted since
+/// the list was read is left out; a named one that does not exist is an
+/// error).
+async fn top_sample(client: &Client, ids: &[String]) -> Result<Vec<ActorStats>, Failure> {
+    let listed = ids.is_empty();
+    let ids: Vec<String> = if listed {
+        client
+            .list(Some(ActorStatus::Running))
+            .await?
+            .into_iter()
+            .map(|a| a.id)
+            .collect()
+    } else {
+        ids.to_vec()
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        match client.stats(&id).await {
+            Ok(s) => out.push(s),
+            Err(e) if listed && e.code() == Some(atelet_api::ErrorCode::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 async fn health(client: &Client, format: DocFormat) -> Result<(), Failure> {

@@ -49,6 +49,10 @@ pub enum Failure {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// `atectl exec`: the command exited with this (non-zero) code,
+    /// which becomes atectl's.
+    #[error("the command exited with status {0}")]
+    Exited(u8),
     /// Whoever reads stdout has gone (`atectl events | head -1`): not an
     /// error worth a message, the output simply ends.
     #[error("stdout closed")]
@@ -65,6 +69,7 @@ impl Failure {
             Failure::Degraded(_) | Failure::Lost(_) => EXIT_UNAVAILABLE,
             Failure::Io { .. } => EXIT_OTHER,
             Failure::OutputClosed => EXIT_OK,
+            Failure::Exited(code) => *code,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod exec;
 mod failure;
 mod output;
 mod progress;
@@ -52,6 +53,8 @@ fn main() -> ExitCode {
     let client = atectl::Client::new(&cli.socket);
     match runtime.block_on(commands::run(&client, cli.command)) {
         Ok(()) | Err(Failure::OutputClosed) => ExitCode::SUCCESS,
+        // The remote command's own code, with nothing more to say.
+        Err(Failure::Exited(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("atectl: {e}");
             if let Some(hint) = commands::hint(&e) {

@@ -4,16 +4,18 @@
 
 use std::time::{Duration, SystemTime};
 
-use atelet_api::{Actor, ActorStatus, Event, Health, Image};
+use atelet_api::{Actor, ActorStats, ActorStatus, Event, Health, Image, PullProgress};
 use serde::Serialize;
 
 /// Columns of `list`: ID, STATUS, TEMPLATE, SNAPSHOTS, AGE; `wide` adds
-/// PID, IMAGE, EXIT and MESSAGE. Columns are padded to their widest cell
-/// and separated by three spaces.
+/// PID, IP (the actor's address on the node's bridge), PORTS (the published
+/// ones, `HOSTPORT->CONTAINERPORT`), IMAGE, EXIT and MESSAGE. Columns are
+/// padded to their widest cell and separated by three spaces; an empty
+/// cell shows `-`.
 pub fn actor_table(actors: &[Actor], wide: bool, now: SystemTime) -> String {
     let mut header = vec!["ID", "STATUS", "TEMPLATE", "SNAPSHOTS", "AGE"];
     if wide {
-        header.extend(["PID", "IMAGE", "EXIT", "MESSAGE"]);
+        header.extend(["PID", "IP", "PORTS", "IMAGE", "EXIT", "MESSAGE"]);
     }
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for a in actors {
@@ -27,6 +29,8 @@ pub fn actor_table(actors: &[Actor], wide: bool, now: SystemTime) -> String {
         if wide {
             row.extend([
                 a.sandbox.as_ref().map_or("-".into(), |s| s.pid.to_string()),
+                a.network.ip.clone().unwrap_or_else(|| "-".into()),
+                published_ports(a),
                 a.spec
                     .containers
                     .first()
@@ -38,6 +42,23 @@ pub fn actor_table(actors: &[Actor], wide: bool, now: SystemTime) -> String {
         rows.push(row);
     }
     render(&rows)
+}
+
+/// The ports an actor publishes on the node, `HOSTPORT->CONTAINERPORT`
+/// comma-separated in spec order (`18080->8080,2222->22`); `-` when none.
+/// Ports that are not published are reachable only at the actor's own IP.
+pub fn published_ports(a: &Actor) -> String {
+    let published: Vec<String> = a
+        .network
+        .ports
+        .iter()
+        .filter_map(|p| p.host_port.map(|h| format!("{h}->{}", p.container_port)))
+        .collect();
+    if published.is_empty() {
+        "-".into()
+    } else {
+        published.join(",")
+    }
 }
 
 /// Columns of `images`: DIGEST (the first 12 hex digits, enough for
@@ -95,6 +116,59 @@ pub fn image_table(images: &[Image], wide: bool, now: SystemTime) -> String {
         });
     }
     render(&rows)
+}
+
+/// `atectl top`: ACTOR, STATUS, CPU (cores used between the samples
+/// `before` and `now`), CPU LIMIT, MEMORY, MEM LIMIT, MEM% (of the limit),
+/// PIDS, OOM. A number the daemon could not read shows as `-`.
+pub fn top_table(before: &[ActorStats], now: &[ActorStats]) -> String {
+    let header = [
+        "ACTOR",
+        "STATUS",
+        "CPU",
+        "CPU LIMIT",
+        "MEMORY",
+        "MEM LIMIT",
+        "MEM%",
+        "PIDS",
+        "OOM",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    let dash = || "-".to_string();
+    for s in now {
+        let cpu = before
+            .iter()
+            .find(|b| b.id == s.id)
+            .and_then(|b| cpu_rate(b, s))
+            .map_or_else(dash, |r| format!("{r:.2}"));
+        let percent = match (s.memory_bytes, s.memory_limit_bytes) {
+            (Some(m), Some(l)) if l > 0 => format!("{:.0}%", m as f64 * 100.0 / l as f64),
+            _ => dash(),
+        };
+        rows.push(vec![
+            s.id.clone(),
+            s.status.to_string(),
+            cpu,
+            s.cpu_limit.map_or_else(dash, |c| format!("{c:.2}")),
+            s.memory_bytes.map_or_else(dash, human_bytes),
+            s.memory_limit_bytes.map_or_else(dash, human_bytes),
+            percent,
+            s.pids.map_or_else(dash, |p| p.to_string()),
+            s.oom_kills.map_or_else(dash, |k| k.to_string()),
+        ]);
+    }
+    render(&rows)
+}
+
+/// Cores used between two samples of one actor: CPU seconds over wall
+/// seconds (from the samples' own times). `None` without both numbers,
+/// or when the sandbox changed in between (its counter went back).
+pub fn cpu_rate(before: &ActorStats, now: &ActorStats) -> Option<f64> {
+    let (c0, c1) = (before.cpu_seconds?, now.cpu_seconds?);
+    let t0 = humantime::parse_rfc3339_weak(&before.time).ok()?;
+    let t1 = humantime::parse_rfc3339_weak(&now.time).ok()?;
+    let wall = t1.duration_since(t0).ok()?.as_secs_f64();
+    (wall > 0.0 && c1 >= c0).then(|| (c1 - c0) / wall)
 }
 
 /// Bytes in powers of 1024, one decimal below 10 (`950B`, `2.1MiB`, `34MiB`).
@@ -205,6 +279,14 @@ pub fn yaml<T: Serialize>(value: &T) -> String {
 /// a deleted one goes to `-`.
 pub fn event_line(e: &Event) -> String {
     let status = |s: Option<ActorStatus>| s.map_or("-".to_string(), |s| s.to_string());
+    if let Some(p) = &e.pull {
+        let actor = if e.actor_id.is_empty() {
+            "-"
+        } else {
+            &e.actor_id
+        };
+        return format!("#{}  {}  {}  {}\n", e.seq, e.time, actor, pull_progress(p));
+    }
     format!(
         "#{}  {}  {}  {} -> {}  {}\n",
         e.seq,
@@ -213,6 +295,20 @@ pub fn event_line(e: &Event) -> String {
         status(e.from),
         status(e.to),
         one_line(&e.reason)
+    )
+}
+
+/// `pulling REF 1.2 MiB/3.4 MiB (35%)`.
+pub fn pull_progress(p: &PullProgress) -> String {
+    let pct = (p.bytes_done.saturating_mul(100))
+        .checked_div(p.bytes_total)
+        .unwrap_or(100)
+        .min(100);
+    format!(
+        "pulling {} {}/{} ({pct}%)",
+        one_line(&p.reference),
+        human_bytes(p.bytes_done),
+        human_bytes(p.bytes_total)
     )
 }
 
@@ -268,7 +364,9 @@ mod tests {
             "sandbox": if status == "RUNNING" { json!({"pid": 42, "runscVersion": "v", "containerId": "c"}) } else { json!(null) },
             "snapshots": snaps,
             "latestSnapshot": null,
-            "exitCode": null
+            "exitCode": null,
+            "network": {"mode": "none", "ip": null, "ports": []},
+            "ready": status == "RUNNING"
         }))
         .unwrap()
     }
@@ -295,17 +393,63 @@ a           SUSPENDED   default/counter   12          2d1h
         let wide = actor_table(&actors, true, now);
         let lines: Vec<&str> = wide.lines().collect();
         assert!(
-            lines[0].ends_with("AGE    PID   IMAGE    EXIT   MESSAGE"),
+            lines[0].ends_with("AGE    PID   IP   PORTS   IMAGE    EXIT   MESSAGE"),
             "{wide}"
         );
         assert!(
-            lines[1].ends_with("44s    42    dir:/r   -      -"),
+            lines[1].ends_with("44s    42    -    -       dir:/r   -      -"),
             "{wide}"
         );
         assert!(
-            lines[2].ends_with("2d1h   -     dir:/r   -      -"),
+            lines[2].ends_with("2d1h   -     -    -       dir:/r   -      -"),
             "{wide}"
         );
+    }
+
+    /// An actor on the bridge at `ip` with `ports` (container, host).
+    fn on_bridge(mut a: Actor, ip: &str, ports: &[(u16, Option<u16>)]) -> Actor {
+        a.network = serde_json::from_value(json!({
+            "mode": "bridge",
+            "ip": ip,
+            "ports": ports
+                .iter()
+                .map(|(c, h)| json!({"container": "app", "containerPort": c, "protocol": "TCP", "hostPort": h}))
+                .collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        a
+    }
+
+    #[test]
+    fn the_wide_table_shows_the_ip_and_the_published_ports() {
+        let now = at("2026-01-01T01:00:00Z");
+        let created = "2026-01-01T00:59:00Z";
+        let actors = [
+            on_bridge(
+                actor("web", "RUNNING", created, 0),
+                "10.88.0.2",
+                &[(8080, Some(18080)), (9090, None), (22, Some(2222))],
+            ),
+            on_bridge(
+                actor("inner", "SUSPENDED", created, 1),
+                "10.88.0.3",
+                &[(80, None)],
+            ),
+            actor("plain", "STOPPED", created, 0),
+        ];
+        assert_eq!(
+            actor_table(&actors, true, now),
+            "\
+ID      STATUS      TEMPLATE          SNAPSHOTS   AGE   PID   IP          PORTS                  IMAGE    EXIT   MESSAGE
+web     RUNNING     default/counter   0           60s   42    10.88.0.2   18080->8080,2222->22   dir:/r   -      -
+inner   SUSPENDED   default/counter   1           60s   -     10.88.0.3   -                      dir:/r   -      -
+plain   STOPPED     default/counter   0           60s   -     -           -                      dir:/r   -      -
+"
+        );
+        // The narrow table has neither.
+        let narrow = actor_table(&actors, false, now);
+        assert!(!narrow.contains("10.88.0.2"), "{narrow}");
+        assert!(!narrow.contains("->"), "{narrow}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! A spinner on stderr while a long operation (create, start, suspend,
-//! resume, stop, delete) is under way — only when stderr is a terminal, so
+//! A spinner on stderr while a long operation (create, pull, start,
+//! suspend, resume, stop, delete) is under way, with a pull's progress — only when stderr is a terminal, so
 //! that scripts and pipes see nothing but the result.
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -20,6 +21,12 @@ pub struct Progress {
 impl Progress {
     /// Shows `suspending counter-1… 0.3s` on stderr if it is a terminal.
     pub fn start(message: String) -> Progress {
+        Progress::start_with_detail(message, Arc::default())
+    }
+
+    /// As [`Progress::start`], followed by what `detail` holds at each tick
+    /// (a pull's bytes, which another task updates).
+    pub fn start_with_detail(message: String, detail: Arc<Mutex<String>>) -> Progress {
         if !std::io::stderr().is_terminal() {
             return Progress { running: None };
         }
@@ -32,11 +39,13 @@ impl Progress {
                     _ = tick.tick() => {}
                     _ = &mut stopped => break,
                 }
+                let detail = detail.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 let mut err = std::io::stderr().lock();
                 let _ = write!(
                     err,
-                    "\r\x1b[2K{frame} {message}… {:.1}s",
-                    t0.elapsed().as_secs_f32()
+                    "\r\x1b[2K{frame} {message}… {:.1}s{}{detail}",
+                    t0.elapsed().as_secs_f32(),
+                    if detail.is_empty() { "" } else { "  " }
                 );
                 let _ = err.flush();
             }

@@ -60,7 +60,7 @@ pub fn from_flags(id: &str, args: &CreateArgs) -> CreateActorRequest {
     CreateActorRequest {
         id: id.to_string(),
         template: TemplateRef { namespace, name },
-        spec: atelet_api::ActorSpec {
+        spec: Some(atelet_api::ActorSpec {
             containers: vec![Container {
                 name: "main".to_string(),
                 image: args.image.clone().unwrap_or_default(),
@@ -76,10 +76,35 @@ pub fn from_flags(id: &str, args: &CreateArgs) -> CreateActorRequest {
                 working_dir: args.workdir.clone(),
                 security_context,
                 volume_mounts: Vec::new(),
+                ports: args
+                    .publish
+                    .iter()
+                    .map(|(host, container)| atelet_api::ContainerPort {
+                        container_port: *container,
+                        host_port: *host,
+                        protocol: None,
+                    })
+                    .collect(),
+                readiness_probe: None,
+                resources: (args.cpu.is_some() || args.memory.is_some()).then(|| {
+                    atelet_api::ResourceRequirements {
+                        limits: Some(atelet_api::ResourceList {
+                            cpu: args.cpu.clone(),
+                            memory: args.memory.clone(),
+                        }),
+                        requests: None,
+                    }
+                }),
             }],
             volumes: Vec::new(),
-        },
+            network: args
+                .network
+                .clone()
+                .map(|mode| atelet_api::NetworkSpec { mode }),
+            lifecycle: None,
+        }),
         start: args.no_start.then_some(false),
+        restore_from: None,
     }
 }
 

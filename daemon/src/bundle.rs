@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use atelet_api::capabilities::{resolve_capabilities, CapabilityError};
 use atelet_api::validate::IDENTITY_MOUNT;
+use atelet_api::SandboxResources;
 use atelet_api::{validate_program, Container, TemplateRef, ValidationError};
 use oci_spec::runtime::{
-    Capability as OciCapability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability as OciCapability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::fsutil::write_replace;
@@ -85,6 +86,20 @@ pub(crate) struct BundleInput<'a> {
     pub image: &'a ImageConfig,
     /// Host directories of the actor's volumes, by volume name.
     pub volumes: &'a HashMap<String, PathBuf>,
+    /// The bridged network to join; `None`: a namespace of its own with
+    /// loopback only.
+    pub network: Option<BundleNetwork>,
+}
+
+/// What a bridged actor's bundle names of its network.
+#[derive(Debug, Clone)]
+pub(crate) struct BundleNetwork {
+    /// The namespace to join: a stable path the daemon points at the
+    /// namespace of each launch before runsc runs.
+    pub netns: PathBuf,
+    /// Files bound read-only over the image's (`/etc/resolv.conf`,
+    /// `/etc/hosts`): (path inside, host file).
+    pub files: Vec<(String, PathBuf)>,
 }
 
 /// Writes bundles under `<state>/bundles/<actor>/`.
@@ -118,6 +133,28 @@ impl BundleBuilder {
             .map_err(|e| BundleError::Invalid(format!("serialising config.json: {e}")))?;
         write_replace(&dir.join("config.json"), &json).map_err(io_err(&dir))?;
         Ok(dir)
+    }
+
+    /// Sets the cgroup and limits of the next launch in the actor's
+    /// `config.json` (see [`apply_placement`]), atomically. Done at every
+    /// launch, restores included, so that the limits in force are the
+    /// record's whatever daemon wrote the bundle.
+    pub(crate) fn place(&self, actor_id: &str, placement: &Placement) -> Result<(), BundleError> {
+        let dir = self.dir(actor_id);
+        let path = dir.join("config.json");
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            // No bundle: nothing to place, and runsc reports the missing
+            // bundle as it did before limits existed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut spec: Spec = serde_json::from_slice(&text)
+            .map_err(|e| BundleError::Invalid(format!("reading {}: {e}", path.display())))?;
+        apply_placement(&mut spec, placement)?;
+        let json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| BundleError::Invalid(format!("serialising config.json: {e}")))?;
+        write_replace(&path, &json).map_err(io_err(&dir))
     }
 
     /// True when the actor's bundle is complete on disk (a bundle lost to
@@ -205,6 +242,16 @@ pub(crate) fn build_spec(
             &["rbind", "ro"],
         )?,
     ];
+    if let Some(net) = &input.network {
+        for (target, source) in &net.files {
+            mounts.push(mount(
+                target,
+                "bind",
+                &source.to_string_lossy(),
+                &["bind", "ro"],
+            )?);
+        }
+    }
     for m in &c.volume_mounts {
         let source = input.volumes.get(&m.name).ok_or_else(|| {
             BundleError::Invalid(format!("volume {:?} has no host directory", m.name))
@@ -226,10 +273,18 @@ pub(crate) fn build_spec(
         LinuxNamespaceType::Network,
     ]
     .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .map(|typ| {
+        let mut ns = LinuxNamespaceBuilder::default().typ(typ);
+        // A bridged actor joins the namespace the daemon made for it.
+        if let (LinuxNamespaceType::Network, Some(net)) = (typ, &input.network) {
+            ns = ns.path(net.netns.clone());
+        }
+        ns.build()
+    })
     .collect::<Result<Vec<_>, _>>()?;
     let mut linux = LinuxBuilder::default().namespaces(namespaces).build()?;
-    // No cgroup limits: runsc would need a cgroup hierarchy to apply them.
+    // The cgroup and its limits are set per launch ([`apply_placement`]):
+    // each incarnation gets a cgroup of its own.
     linux.set_resources(None);
 
     let annotations = HashMap::from([
@@ -257,6 +312,72 @@ pub(crate) fn build_spec(
         .annotations(annotations)
         .build()?;
     Ok(spec)
+}
+
+/// Where one launch's sandbox goes and what it may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placement {
+    /// `linux.cgroupsPath`: the sandbox's own cgroup under the daemon's
+    /// parent (`/atelet/<container id>`).
+    pub cgroups_path: String,
+    /// The sandbox's limits and requests.
+    pub resources: SandboxResources,
+}
+
+/// CFS period of every sandbox: 100 ms, the kernel's default, so that a
+/// quota is `millicores × 100` µs.
+pub(crate) const CPU_PERIOD_US: u64 = 100_000;
+
+/// Puts `placement` into a spec: `linux.cgroupsPath`, and `linux.resources`
+/// with the memory limit (`memory.limit_in_bytes`), the memory request as
+/// the soft limit the kernel reclaims down to under pressure, the CPU
+/// limit as a CFS quota per [`CPU_PERIOD_US`], and the CPU request (else
+/// the limit, as Kubernetes defaults it) as `cpu.shares` (1024 a core).
+/// runsc creates the cgroup with these values when it starts or restores
+/// the sandbox. Pure: no I/O.
+pub(crate) fn apply_placement(spec: &mut Spec, placement: &Placement) -> Result<(), BundleError> {
+    let r = &placement.resources;
+    let to_i64 = |what: &str, v: u64| {
+        i64::try_from(v).map_err(|_| BundleError::Invalid(format!("{what} {v} is out of range")))
+    };
+    let mut memory = LinuxMemoryBuilder::default();
+    let mut any_memory = false;
+    if let Some(limit) = r.limits.memory_bytes {
+        memory = memory.limit(to_i64("memory limit", limit)?);
+        any_memory = true;
+    }
+    if let Some(request) = r.requests.memory_bytes {
+        memory = memory.reservation(to_i64("memory request", request)?);
+        any_memory = true;
+    }
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut any_cpu = false;
+    if let Some(millis) = r.limits.cpu_millis {
+        let quota = millis.saturating_mul(CPU_PERIOD_US) / 1000;
+        cpu = cpu.quota(to_i64("cpu quota", quota)?).period(CPU_PERIOD_US);
+        any_cpu = true;
+    }
+    if let Some(millis) = r.requests.cpu_millis.or(r.limits.cpu_millis) {
+        // Kubernetes' conversion, with its floor of 2.
+        cpu = cpu.shares((millis.saturating_mul(1024) / 1000).max(2));
+        any_cpu = true;
+    }
+    let mut resources = LinuxResourcesBuilder::default();
+    if any_memory {
+        resources = resources.memory(memory.build()?);
+    }
+    if any_cpu {
+        resources = resources.cpu(cpu.build()?);
+    }
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_cgroups_path(Some(PathBuf::from(&placement.cgroups_path)));
+    linux.set_resources(
+        (any_memory || any_cpu)
+            .then(|| resources.build())
+            .transpose()?,
+    );
+    spec.set_linux(Some(linux));
+    Ok(())
 }
 
 /// The argv of the container's process: the spec's command, else the
@@ -390,6 +511,101 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    fn placed(resources: serde_json::Value) -> serde_json::Value {
+        let mut c = container(serde_json::Value::Null);
+        c.resources = serde_json::from_value(resources).unwrap();
+        let mut spec = spec_for(&c).unwrap();
+        let actor: atelet_api::ActorSpec =
+            serde_json::from_value(json!({"containers": [serde_json::to_value(&c).unwrap()]}))
+                .unwrap();
+        apply_placement(
+            &mut spec,
+            &Placement {
+                cgroups_path: "/atelet/a1_1.n".into(),
+                resources: SandboxResources::of(&actor),
+            },
+        )
+        .unwrap();
+        serde_json::to_value(&spec).unwrap()["linux"].clone()
+    }
+
+    #[test]
+    fn limits_become_the_cgroup_values_runsc_writes() {
+        let linux = placed(json!({
+            "limits": {"cpu": "500m", "memory": "64Mi"},
+            "requests": {"cpu": "250m", "memory": "32Mi"}
+        }));
+        assert_eq!(linux["cgroupsPath"], "/atelet/a1_1.n");
+        assert_eq!(linux["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(linux["resources"]["memory"]["reservation"], 32 << 20);
+        assert_eq!(linux["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(linux["resources"]["cpu"]["period"], 100_000);
+        assert_eq!(linux["resources"]["cpu"]["shares"], 256);
+        // The namespaces built before are kept.
+        assert_eq!(linux["namespaces"].as_array().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_cpu_limit_alone_sets_the_shares_too_and_no_limits_set_only_the_path() {
+        let linux = placed(json!({"limits": {"cpu": "2"}}));
+        assert_eq!(linux["resources"]["cpu"]["quota"], 200_000);
+        assert_eq!(linux["resources"]["cpu"]["shares"], 2048);
+        assert!(linux["resources"].get("memory").is_none());
+        let linux = placed(serde_json::Value::Null);
+        assert_eq!(linux["cgroupsPath"], "/atelet/a1_1.n");
+        assert!(linux.get("resources").is_none());
+    }
+
+    #[test]
+    fn place_rewrites_only_the_cgroup_of_a_written_bundle() {
+        let root = tempfile::tempdir().unwrap();
+        let builder = BundleBuilder::new(root.path().to_path_buf());
+        let template = TemplateRef {
+            namespace: "default".into(),
+            name: "t".into(),
+        };
+        let c = container(serde_json::Value::Null);
+        let volumes = HashMap::new();
+        builder
+            .write(&BundleInput {
+                actor_id: "a1",
+                template: &template,
+                container: &c,
+                rootfs: Path::new("/srv/rootfs"),
+                image: &ImageConfig::default(),
+                volumes: &volumes,
+                network: None,
+            })
+            .unwrap();
+        let read = || -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(root.path().join("a1/config.json")).unwrap())
+                .unwrap()
+        };
+        let before = read();
+        for (n, limit) in [(1, 64u64 << 20), (2, 128 << 20)] {
+            let mut resources = SandboxResources::default();
+            resources.limits.memory_bytes = Some(limit);
+            builder
+                .place(
+                    "a1",
+                    &Placement {
+                        cgroups_path: format!("/atelet/a1_{n}.n"),
+                        resources,
+                    },
+                )
+                .unwrap();
+            let after = read();
+            assert_eq!(after["linux"]["cgroupsPath"], format!("/atelet/a1_{n}.n"));
+            assert_eq!(after["linux"]["resources"]["memory"]["limit"], limit);
+            // The rest is as written (capability sets compared as sets).
+            let spec =
+                |v: &serde_json::Value| -> Spec { serde_json::from_value(v.clone()).unwrap() };
+            assert_eq!(spec(&after).process(), spec(&before).process());
+            assert_eq!(after["mounts"], before["mounts"]);
+            assert_eq!(after["linux"]["namespaces"], before["linux"]["namespaces"]);
+        }
+    }
+
     fn spec_for(c: &Container) -> Result<Spec, BundleError> {
         spec_with_image(c, &ImageConfig::default())
     }
@@ -408,6 +624,7 @@ mod tests {
                 rootfs: Path::new("/srv/rootfs"),
                 image,
                 volumes: &volumes,
+                network: None,
             },
             Path::new("/state/bundles/a1/identity"),
         )

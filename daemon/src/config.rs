@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::http::access::{AccessConfig, AccessPolicy};
 use crate::http::Limits;
+use crate::network::{NetworkConfig, NetworkFileConfig};
 use crate::policy::{AdmissionPolicy, DaemonPaths, PolicyConfig};
 use serde::Deserialize;
 
@@ -74,6 +75,49 @@ pub struct FileConfig {
     /// What a spec may ask of this node.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Actor networks.
+    #[serde(default)]
+    pub network: NetworkFileConfig,
+    /// The remote snapshot store.
+    #[serde(default)]
+    pub remote: crate::remote::RemoteFileConfig,
+    /// Where actors' cgroups go.
+    #[serde(default)]
+    pub cgroups: CgroupsFileConfig,
+    /// `[registries."HOST[:PORT]"]`: credentials and TLS per registry.
+    #[serde(default)]
+    pub registries: std::collections::BTreeMap<String, crate::images::registry::RegistryFileConfig>,
+    /// `[tiering]`.
+    #[serde(default)]
+    pub tiering: TieringFileConfig,
+}
+
+/// `[cgroups]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupsFileConfig {
+    /// The cgroup every actor's sandbox gets a child of (one per sandbox,
+    /// named after its runsc container id), under each v1 controller.
+    pub parent: Option<String>,
+}
+
+/// `[tiering]` in the config file: when the daemon suspends paused
+/// actors by itself, and what counts as idle.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieringFileConfig {
+    /// Memory PAUSED actors may hold together: bytes, a quantity
+    /// (`"4Gi"`) or a percentage of MemTotal (`"25%"`); absent: no bound.
+    pub max_paused_memory: Option<crate::policy::MemoryCommit>,
+    /// MemAvailable below which paused actors are suspended (same forms);
+    /// absent: none.
+    pub min_available_memory: Option<crate::policy::MemoryCommit>,
+    /// CPU use (thousandths of a core) at or below which an actor counts
+    /// as idle (default 20).
+    pub idle_cpu_millicores: Option<u64>,
+    /// How often activity and memory are looked at, in milliseconds
+    /// (default 1000; 100 to 60000).
+    pub interval_ms: Option<u64>,
 }
 
 /// `[limits]` in the config file.
@@ -94,6 +138,10 @@ pub struct LimitsConfig {
     pub max_headers: Option<usize>,
     /// Connections viewers may hold at once (at most max_connections).
     pub max_viewer_connections: Option<usize>,
+    /// Bytes of a snapshot import's body.
+    pub max_import_bytes: Option<u64>,
+    /// Execs one actor may run at once; beyond, an exec gets 409.
+    pub max_execs_per_actor: Option<usize>,
 }
 
 /// `[runsc]` in the config file.
@@ -125,8 +173,8 @@ pub struct Config {
     pub runsc_path: Option<PathBuf>,
     /// `--platform`.
     pub platform: String,
-    /// `--network`.
-    pub network: String,
+    /// `--network` of actors without a bridged network.
+    pub runsc_network: String,
     /// `--overlay2`.
     pub overlay: String,
     /// runsc command timeout.
@@ -143,12 +191,28 @@ pub struct Config {
     pub limits: Limits,
     /// The admission policy.
     pub policy: AdmissionPolicy,
+    /// Actor networks.
+    pub network: NetworkConfig,
+    /// The remote snapshot store, if any.
+    pub remote: Option<crate::remote::RemoteConfig>,
+    /// Signing and trusted keys of snapshot manifests.
+    pub trust: crate::trust::Trust,
+    /// `[cgroups] parent`, checked.
+    pub cgroups_parent: String,
+    /// Registry credentials and TLS settings, files read.
+    pub registries: crate::images::registry::Registries,
+    /// Execs one actor may run at once (at least 1).
+    pub max_execs_per_actor: usize,
+    /// `[tiering]`, resolved.
+    pub(crate) tiering: crate::service::TieringConfig,
 }
 
 /// Built-in defaults.
 pub const DEFAULT_SOCKET: &str = "/run/atelet/atelet.sock";
 /// See [`DEFAULT_SOCKET`].
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/atelet";
+/// Where the cgroup v1 controllers are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 impl Config {
     /// Defaults ← file ← flags.
@@ -205,9 +269,36 @@ impl Config {
                 .max_headers
                 .unwrap_or(defaults.max_headers)
                 .clamp(16, 1000),
+            max_import_bytes: l.max_import_bytes.unwrap_or(defaults.max_import_bytes),
         };
+        let network = NetworkConfig::from_file(&file.network)?;
+        let remote = crate::remote::RemoteConfig::from_file(&file.remote)?;
+        let trust = crate::trust::Trust::from_files(
+            file.remote.signing_key.as_deref(),
+            file.remote.trusted_keys.as_deref().unwrap_or_default(),
+        )?;
+        let cgroups_parent = file
+            .cgroups
+            .parent
+            .clone()
+            .unwrap_or_else(|| crate::cgroups::DEFAULT_PARENT.to_string());
+        crate::cgroups::Cgroups::new(CGROUP_ROOT.into(), &cgroups_parent)
+            .map_err(|e| e.to_string())?;
+        let registries = crate::images::registry::Registries::from_file(&file.registries)?;
+        let max_execs_per_actor = l
+            .max_execs_per_actor
+            .unwrap_or(crate::service::DEFAULT_MAX_EXECS)
+            .max(1);
+        let tiering = tiering(&file.tiering)?;
         let r = file.runsc;
         Ok(Config {
+            tiering,
+            max_execs_per_actor,
+            cgroups_parent,
+            registries,
+            network,
+            remote,
+            trust,
             access,
             limits,
             policy,
@@ -216,7 +307,7 @@ impl Config {
             state_dir,
             runsc_path: flags.runsc.clone().or(r.path),
             platform: r.platform.unwrap_or_else(|| "ptrace".into()),
-            network: r.network.unwrap_or_else(|| "none".into()),
+            runsc_network: r.network.unwrap_or_else(|| "none".into()),
             overlay: overlay(r.overlay)?,
             runsc_timeout: Duration::from_secs(r.timeout_secs.unwrap_or(300)),
             snapshot_retention: file.snapshot_retention.unwrap_or(3),
@@ -224,6 +315,34 @@ impl Config {
             log_format: flags.log_format.or(file.log_format),
         })
     }
+}
+
+/// `[tiering]`, resolved against the host's memory.
+fn tiering(t: &TieringFileConfig) -> Result<crate::service::TieringConfig, String> {
+    let mem_total = crate::policy::host_mem_total();
+    let amount = |field: &str, v: Option<&crate::policy::MemoryCommit>| {
+        v.map(|v| crate::policy::memory_amount(field, v, mem_total))
+            .transpose()
+    };
+    let interval_ms = t
+        .interval_ms
+        .unwrap_or(crate::service::DEFAULT_TIERING_INTERVAL.as_millis() as u64);
+    if !(100..=60_000).contains(&interval_ms) {
+        return Err(format!(
+            "tiering.interval_ms {interval_ms}: 100 to 60000 milliseconds"
+        ));
+    }
+    Ok(crate::service::TieringConfig {
+        max_paused_memory: amount("tiering.max_paused_memory", t.max_paused_memory.as_ref())?,
+        min_available_memory: amount(
+            "tiering.min_available_memory",
+            t.min_available_memory.as_ref(),
+        )?,
+        idle_cpu_millicores: t
+            .idle_cpu_millicores
+            .unwrap_or(crate::service::DEFAULT_IDLE_CPU_MILLICORES),
+        interval: Duration::from_millis(interval_ms),
+    })
 }
 
 /// `[runsc] overlay`: it must cover the root, because actors share their
@@ -339,6 +458,50 @@ mod tests {
         for bad in ["none", "root", "root:", "foo:memory", "root:self", ""] {
             let err = overlay(Some(bad.into())).unwrap_err();
             assert!(err.contains("must be \"root:memory\""), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn tiering_takes_bytes_quantities_and_percentages_and_names_a_bad_key() {
+        use crate::policy::MemoryCommit::{Bytes, Text};
+        let t = tiering(&TieringFileConfig::default()).unwrap();
+        assert_eq!(t, crate::service::TieringConfig::default());
+        let t = tiering(&TieringFileConfig {
+            max_paused_memory: Some(Text("4Gi".into())),
+            min_available_memory: Some(Bytes(1 << 20)),
+            idle_cpu_millicores: Some(50),
+            interval_ms: Some(200),
+        })
+        .unwrap();
+        assert_eq!(t.max_paused_memory, Some(4 << 30));
+        assert_eq!(t.min_available_memory, Some(1 << 20));
+        assert_eq!(t.idle_cpu_millicores, 50);
+        assert_eq!(t.interval, Duration::from_millis(200));
+        for (file, field) in [
+            (
+                TieringFileConfig {
+                    max_paused_memory: Some(Text("lots".into())),
+                    ..Default::default()
+                },
+                "tiering.max_paused_memory",
+            ),
+            (
+                TieringFileConfig {
+                    min_available_memory: Some(Text("0%".into())),
+                    ..Default::default()
+                },
+                "tiering.min_available_memory",
+            ),
+            (
+                TieringFileConfig {
+                    interval_ms: Some(10),
+                    ..Default::default()
+                },
+                "tiering.interval_ms",
+            ),
+        ] {
+            let err = tiering(&file).unwrap_err();
+            assert!(err.starts_with(field), "{err}");
         }
     }
 

@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, LogFormat};
 use crate::metrics::Metrics;
+use crate::network::Network;
 use crate::reaper::Reaper;
 use crate::runsc::{Runsc, RunscConfig, Runtime};
 use crate::service::{ActorService, ServiceConfig};
@@ -86,11 +87,16 @@ pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::
             path: config.runsc_path.clone(),
             root: runsc_root,
             platform: config.platform.clone(),
-            network: config.network.clone(),
+            network: config.runsc_network.clone(),
             overlay: config.overlay.clone(),
             timeout: config.runsc_timeout,
+            freezer: Some(
+                std::path::Path::new(crate::config::CGROUP_ROOT)
+                    .join("freezer")
+                    .join(config.cgroups_parent.trim_start_matches('/')),
+            ),
         },
-        reaper,
+        reaper.clone(),
         metrics.clone(),
     );
     let info = runsc.info();
@@ -102,28 +108,60 @@ pub async fn run(config: Config, activated: Option<ActivatedSocket>) -> anyhow::
             "runsc is not available: lifecycle calls will answer 503 until it is installed"
         ),
     }
+    let node = crate::service::node_id(state)?;
+    let network = Network::new(config.network.clone(), state, &node, reaper)
+        .await
+        .context("setting up actor networking")?;
+    let remote = match &config.remote {
+        Some(r) => {
+            let remote = crate::remote::Remote::new(r).context("setting up the remote store")?;
+            tracing::info!(bucket = %r.bucket, prefix = %r.prefix, endpoint = r.endpoint.as_deref().unwrap_or("AWS"), "remote snapshot store");
+            Some(std::sync::Arc::new(remote))
+        }
+        None => None,
+    };
+    let cgroups =
+        crate::cgroups::Cgroups::new(crate::config::CGROUP_ROOT.into(), &config.cgroups_parent)?;
+    if !cgroups.available() {
+        tracing::warn!(root = %cgroups.root().display(), "no cgroup v1 memory controller: actors' limits cannot be enforced or observed here");
+    } else if let Err(e) = cgroups.ensure_parent() {
+        tracing::warn!(error = %e, "cannot create the actors' parent cgroup; runsc will try at each start");
+    }
     let svc = ActorService::new(
         ServiceConfig {
+            cgroups: std::sync::Arc::new(cgroups),
+            remote,
+            trust: std::sync::Arc::new(config.trust.clone()),
             state_dir: state.clone(),
             snapshot_retention: config.snapshot_retention,
             log_max_bytes: config.log_max_bytes,
             metrics,
             policy: config.policy.clone(),
+            network: Some(std::sync::Arc::new(network)),
+            registries: config.registries.clone(),
+            max_execs_per_actor: config.max_execs_per_actor,
+            tiering: config.tiering,
         },
         store,
         runsc,
     )?;
 
+    // Before recovery makes ports of paused and suspended actors waking.
+    svc.wake_on_connect();
     let report = svc.reconcile().await.context("crash recovery")?;
     tracing::info!(
         adopted = report.adopted.len(),
         resolved = ?report.resolved,
         removed_containers = ?report.removed_containers,
         removed_dirs = report.removed_dirs.len(),
+        removed_cgroups = report.removed_cgroups.len(),
         errors = ?report.errors,
         deferred = report.deferred,
         "recovered state"
     );
+    svc.end_orphaned_execs().await;
+    svc.start_uploads();
+    svc.start_tiering();
     if report.list_failed {
         let svc = svc.clone();
         tokio::spawn(async move { svc.reconcile_deferred().await });

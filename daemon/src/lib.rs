@@ -12,7 +12,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(unreachable_pub)]
 
+pub(crate) mod bridge;
 pub(crate) mod bundle;
+pub(crate) mod cgroups;
 pub mod config;
 pub mod daemon;
 pub(crate) mod fsutil;
@@ -20,10 +22,13 @@ pub(crate) mod http;
 pub mod images;
 pub(crate) mod locks;
 pub(crate) mod metrics;
+pub(crate) mod network;
 pub(crate) mod policy;
 pub(crate) mod reaper;
+pub mod remote;
 pub(crate) mod runsc;
 pub(crate) mod service;
 pub(crate) mod snapshots;
 pub(crate) mod store;
 pub mod systemd;
+pub mod trust;

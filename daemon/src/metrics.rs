@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): what an operator
 //! graphs and alerts on for a node.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,34 @@ pub(crate) struct StatusLabels {
     pub status: &'static str,
 }
 
+/// Labels of one actor's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ActorLabels {
+    /// The actor id.
+    pub actor: String,
+}
+
+/// Labels of an activation: where the actor came back from.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TierLabels {
+    /// `paused` or `suspended`.
+    pub tier: &'static str,
+}
+
+/// Labels of a transition the daemon made by itself.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TieringLabels {
+    /// `idle` or `memory-pressure`.
+    pub reason: &'static str,
+    /// `pause` or `suspend`.
+    pub op: &'static str,
+}
+
+fn activation_histogram() -> Histogram {
+    // 1 ms … ~16 s: an unpause is tens of ms, a restore hundreds.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
 fn duration_histogram() -> Histogram {
     // 5 ms … ~80 s.
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
@@ -54,6 +83,18 @@ pub(crate) struct Metrics {
     pub snapshot_bytes_written: Counter,
     /// runsc commands that failed, timed out or could not start.
     pub runsc_failures: Family<OpLabels, Counter>,
+    /// CPU seconds of each running actor's sandbox, from its cgroup (set
+    /// at scrape time: cleared and refilled, so a counter from zero).
+    pub actor_cpu_seconds: Family<ActorLabels, Counter<f64, AtomicU64>>,
+    /// Memory of each running actor's sandbox, from its cgroup.
+    pub actor_memory_bytes: Family<ActorLabels, Gauge>,
+    /// Resume latency (request or connection → RUNNING) by the tier the
+    /// actor came from.
+    pub activation_seconds: Family<TierLabels, Histogram, fn() -> Histogram>,
+    /// Memory held by PAUSED actors' sandboxes (set by the tiering pass).
+    pub paused_memory_bytes: Gauge,
+    /// Pauses and suspends the daemon made by itself, by reason.
+    pub tiering_transitions: Family<TieringLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -101,7 +142,45 @@ impl Metrics {
             "runsc commands that failed, timed out or could not be started",
             runsc_failures.clone(),
         );
+        let actor_cpu_seconds = Family::<ActorLabels, Counter<f64, AtomicU64>>::default();
+        let actor_memory_bytes = Family::<ActorLabels, Gauge>::default();
+        registry.register(
+            "actor_cpu_seconds",
+            "CPU seconds used by each running actor's sandbox (its cgroup's cpuacct.usage)",
+            actor_cpu_seconds.clone(),
+        );
+        registry.register(
+            "actor_memory_bytes",
+            "Memory held by each running actor's sandbox (its cgroup's memory.usage_in_bytes)",
+            actor_memory_bytes.clone(),
+        );
+        let activation_seconds =
+            Family::<TierLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                activation_histogram,
+            );
+        let paused_memory_bytes = Gauge::default();
+        let tiering_transitions = Family::<TieringLabels, Counter>::default();
+        registry.register(
+            "activation_duration_seconds",
+            "Resumes (request or connection until RUNNING) by the tier the actor came from: paused or suspended",
+            activation_seconds.clone(),
+        );
+        registry.register(
+            "paused_memory_bytes",
+            "Memory held by the sandboxes of PAUSED actors",
+            paused_memory_bytes.clone(),
+        );
+        registry.register(
+            "tiering_transitions",
+            "Pauses and suspends the daemon made by itself, by reason (idle, memory-pressure)",
+            tiering_transitions.clone(),
+        );
         Arc::new(Metrics {
+            activation_seconds,
+            paused_memory_bytes,
+            tiering_transitions,
+            actor_cpu_seconds,
+            actor_memory_bytes,
             registry,
             actors,
             operations,
@@ -167,6 +246,21 @@ mod tests {
         );
         assert!(
             text.contains(r#"atelet_actors{status="RUNNING"} 2"#),
+            "{text}"
+        );
+        m.actor_cpu_seconds
+            .get_or_create(&ActorLabels { actor: "a".into() })
+            .inc_by(2.5);
+        m.actor_memory_bytes
+            .get_or_create(&ActorLabels { actor: "a".into() })
+            .set(1024);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(r#"atelet_actor_cpu_seconds_total{actor="a"} 2.5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"atelet_actor_memory_bytes{actor="a"} 1024"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

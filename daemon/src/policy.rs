@@ -5,6 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use atelet_api::capabilities::{parse_capability, Capability, CapabilityEntry};
+use atelet_api::quantity::Bytes;
 use atelet_api::{CreateActorRequest, ImageRef};
 use serde::Deserialize;
 
@@ -45,7 +46,30 @@ pub struct PolicyConfig {
     pub max_actors: Option<usize>,
     /// Directories image references may point into.
     pub image_dirs: Option<Vec<PathBuf>>,
+    /// Bound on the sum of the memory limits of actors that hold a
+    /// sandbox: bytes (a number or a quantity such as `"48Gi"`) or a
+    /// percentage of the host's `MemTotal` (`"90%"`, the default).
+    pub max_memory_commit: Option<MemoryCommit>,
+    /// Refuse specs without a memory limit (default false).
+    pub require_limits: Option<bool>,
+    /// Registry hosts (`host[:port]`, as in references) images may be
+    /// pulled from; none by default, so pulls are opt-in per node.
+    pub allowed_registries: Option<Vec<String>>,
 }
+
+/// `[policy] max_memory_commit` as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum MemoryCommit {
+    /// Bytes.
+    Bytes(u64),
+    /// A quantity (`"48Gi"`) or a percentage of MemTotal (`"90%"`).
+    Text(String),
+}
+
+/// The default `max_memory_commit`: 90 % of the host's memory, leaving the
+/// rest to the daemon, runsc's own processes and the host.
+pub(crate) const DEFAULT_MEMORY_COMMIT_PERCENT: u64 = 90;
 
 /// A spec the policy refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +115,10 @@ pub struct AdmissionPolicy {
     image_dirs: Vec<PathBuf>,
     /// See [`AdmissionPolicy::protect`].
     daemon_paths: Vec<DaemonPath>,
+    /// Bytes; `u64::MAX` when the host's memory is unknown.
+    max_memory_commit: u64,
+    require_limits: bool,
+    allowed_registries: Vec<String>,
 }
 
 impl Default for AdmissionPolicy {
@@ -102,6 +130,9 @@ impl Default for AdmissionPolicy {
             max_actors: DEFAULT_MAX_ACTORS,
             image_dirs: Vec::new(),
             daemon_paths: Vec::new(),
+            max_memory_commit: u64::MAX,
+            require_limits: false,
+            allowed_registries: Vec::new(),
         })
     }
 }
@@ -141,13 +172,51 @@ impl AdmissionPolicy {
                 ));
             }
         }
+        let mem_total = host_mem_total();
         Ok(AdmissionPolicy {
             allowed_capabilities: caps,
             allow_run_as_root: c.allow_run_as_root.unwrap_or(true),
             max_actors: c.max_actors.unwrap_or(DEFAULT_MAX_ACTORS),
             image_dirs: dirs.iter().map(|d| resolve(d)).collect(),
             daemon_paths: Vec::new(),
+            max_memory_commit: memory_commit(c.max_memory_commit.as_ref(), mem_total)?,
+            require_limits: c.require_limits.unwrap_or(false),
+            allowed_registries: allowed_registries(c.allowed_registries.as_deref())?,
         })
+    }
+
+    /// Checks that an actor whose sandbox has memory limit `asking` may
+    /// take a sandbox while the others that hold one have `committed`
+    /// bytes of limits. An actor without a limit asks nothing (the rule
+    /// bounds promises; `require_limits` makes every actor promise).
+    pub fn check_memory_commit(
+        &self,
+        id: &str,
+        committed: u64,
+        asking: Option<u64>,
+    ) -> Result<(), PolicyViolation> {
+        let Some(asking) = asking else {
+            return Ok(());
+        };
+        let total = committed.saturating_add(asking);
+        if total > self.max_memory_commit {
+            return Err(PolicyViolation {
+                rule: "max_memory_commit",
+                message: format!(
+                    "actor {id} asks for a memory limit of {}; running actors already hold {} of the node's {}, and {} would exceed it",
+                    Bytes(asking),
+                    Bytes(committed),
+                    Bytes(self.max_memory_commit),
+                    Bytes(total)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The bound of [`AdmissionPolicy::check_memory_commit`], in bytes.
+    pub fn max_memory_commit(&self) -> u64 {
+        self.max_memory_commit
     }
 
     /// Refuses, from now on, images that point inside the daemon's own
@@ -219,7 +288,10 @@ impl AdmissionPolicy {
             // Validation refuses it with a better message.
             return Ok(());
         };
-        let path = resolve(Path::new(image.path()));
+        let Some(path) = image.path() else {
+            return self.check_registry(field, &image);
+        };
+        let path = resolve(Path::new(path));
         // First: image_dirs cannot allow these.
         for d in &self.daemon_paths {
             let how = if path == d.path {
@@ -259,10 +331,47 @@ impl AdmissionPolicy {
         })
     }
 
+    /// Checks that a registry reference names a host the node pulls from
+    /// (before any connection is made).
+    fn check_registry(&self, field: &str, image: &ImageRef) -> Result<(), PolicyViolation> {
+        let host = image.registry_host().unwrap_or_default();
+        if self.allowed_registries.iter().any(|h| h == host) {
+            return Ok(());
+        }
+        let allowed = if self.allowed_registries.is_empty() {
+            "none: this node pulls from no registry".to_string()
+        } else {
+            format!("[{}]", self.allowed_registries.join(", "))
+        };
+        Err(PolicyViolation {
+            rule: "allowed_registries",
+            message: format!(
+                "{field}: registry {host} is not one this node pulls from (allowed: {allowed})"
+            ),
+        })
+    }
+
+    /// Refuses an exec as root (`uid` 0, asked for or the container's
+    /// own) where `allow_run_as_root = false`: an exec must not be a way
+    /// around what the node refuses at create.
+    pub fn check_exec_user(&self, uid: u32, asked: bool) -> Result<(), PolicyViolation> {
+        if self.allow_run_as_root || uid != 0 {
+            return Ok(());
+        }
+        Err(PolicyViolation {
+            rule: "allow_run_as_root",
+            message: if asked {
+                "user: commands may not run as root on this node; give a non-zero UID".to_string()
+            } else {
+                "user: the container runs as root, which this node does not allow; give a non-zero UID".to_string()
+            },
+        })
+    }
+
     /// Checks a (validated) create request against the policy's rules on
     /// specs (the count is [`AdmissionPolicy::check_count`]).
     pub fn check(&self, req: &CreateActorRequest) -> Result<(), PolicyViolation> {
-        for (i, c) in req.spec.containers.iter().enumerate() {
+        for (i, c) in req.spec.iter().flat_map(|s| &s.containers).enumerate() {
             let field = format!("spec.containers[{i}]");
             let sc = c.security_context.as_ref();
             if let (Some(allowed), Some(caps)) = (
@@ -291,9 +400,90 @@ impl AdmissionPolicy {
                 });
             }
             self.check_image(&format!("{field}.image"), &c.image)?;
+            if self.require_limits
+                && c.resources
+                    .as_ref()
+                    .and_then(|r| r.limits.as_ref())
+                    .and_then(|l| l.memory.as_ref())
+                    .is_none()
+            {
+                return Err(PolicyViolation {
+                    rule: "require_limits",
+                    message: format!(
+                        "{field}.resources.limits.memory: every container needs a memory limit on this node"
+                    ),
+                });
+            }
         }
         Ok(())
     }
+}
+
+/// `policy.allowed_registries`, each checked to be `host[:port]`.
+fn allowed_registries(hosts: Option<&[String]>) -> Result<Vec<String>, String> {
+    let hosts = hosts.unwrap_or_default();
+    for h in hosts {
+        match ImageRef::parse(&format!("docker://{h}/x")) {
+            Ok(r) if r.registry_host() == Some(h.as_str()) => {}
+            _ => {
+                return Err(format!(
+                    "policy.allowed_registries: {h:?} is not HOST or HOST:PORT"
+                ))
+            }
+        }
+    }
+    Ok(hosts.to_vec())
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    crate::fsutil::meminfo_field(meminfo, "MemTotal:")
+}
+
+/// Resolves `max_memory_commit` against the host's memory. A percentage
+/// needs `mem_total`; on a host whose `/proc/meminfo` cannot be read it
+/// bounds nothing rather than refusing every actor.
+fn memory_commit(value: Option<&MemoryCommit>, mem_total: Option<u64>) -> Result<u64, String> {
+    match value {
+        None => Ok(percent_of(DEFAULT_MEMORY_COMMIT_PERCENT, mem_total)),
+        Some(v) => memory_amount("policy.max_memory_commit", v, mem_total),
+    }
+}
+
+/// `p` % of `mem_total`; unbounded when the total is unknown.
+fn percent_of(p: u64, mem_total: Option<u64>) -> u64 {
+    mem_total.map_or(u64::MAX, |t| {
+        u64::try_from(u128::from(t) * u128::from(p) / 100).unwrap_or(u64::MAX)
+    })
+}
+
+/// An amount of memory as the config writes it: bytes, a quantity
+/// (`"48Gi"`) or a percentage of the host's `MemTotal` (`"90%"`, which
+/// is unbounded when MemTotal cannot be read). `field` names it in errors.
+pub(crate) fn memory_amount(
+    field: &str,
+    value: &MemoryCommit,
+    mem_total: Option<u64>,
+) -> Result<u64, String> {
+    match value {
+        MemoryCommit::Bytes(b) => Ok(*b),
+        MemoryCommit::Text(t) => match t.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u64>() {
+                Ok(p) if (1..=1000).contains(&p) => Ok(percent_of(p, mem_total)),
+                _ => Err(format!(
+                    "{field} {t:?}: a percentage of MemTotal is 1% to 1000%"
+                )),
+            },
+            None => atelet_api::parse_bytes(t).map_err(|e| format!("{field}: {e}")),
+        },
+    }
+}
+
+/// The host's `MemTotal`, in bytes, if `/proc/meminfo` says.
+pub(crate) fn host_mem_total() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| mem_total(&t))
 }
 
 /// The path with symlinks resolved (so a link cannot lead out of an
@@ -357,6 +547,22 @@ mod tests {
     }
 
     #[test]
+    fn an_exec_as_root_is_refused_where_root_is() {
+        let strict = policy("allow_run_as_root = false");
+        assert_eq!(
+            strict.check_exec_user(0, true).unwrap_err().rule,
+            "allow_run_as_root"
+        );
+        assert!(strict
+            .check_exec_user(0, false)
+            .unwrap_err()
+            .message
+            .contains("the container runs as root"));
+        assert!(strict.check_exec_user(1000, true).is_ok());
+        assert!(policy("").check_exec_user(0, true).is_ok());
+    }
+
+    #[test]
     fn defaults_allow_dockers_set_and_refuse_net_admin() {
         let p = AdmissionPolicy::default();
         let ok = req(
@@ -394,6 +600,69 @@ mod tests {
             assert_eq!(e.rule, "allow_run_as_root");
         }
         p.check(&req("dir:/srv/r", json!({"runAsUser": 1000})))
+            .unwrap();
+    }
+
+    #[test]
+    fn memory_commit_takes_bytes_quantities_and_percentages() {
+        let total = Some(1000 << 20);
+        assert_eq!(memory_commit(None, total), Ok(900 << 20));
+        assert_eq!(memory_commit(None, None), Ok(u64::MAX));
+        let t = |s: &str| MemoryCommit::Text(s.to_string());
+        assert_eq!(memory_commit(Some(&t("50%")), total), Ok(500 << 20));
+        assert_eq!(memory_commit(Some(&t("150%")), total), Ok(1500 << 20));
+        assert_eq!(memory_commit(Some(&t("256Mi")), total), Ok(256 << 20));
+        assert_eq!(memory_commit(Some(&MemoryCommit::Bytes(7)), total), Ok(7));
+        for bad in ["0%", "x%", "lots", "-1Gi"] {
+            let e = memory_commit(Some(&t(bad)), total).unwrap_err();
+            assert!(e.starts_with("policy.max_memory_commit"), "{e}");
+        }
+        assert_eq!(mem_total("MemTotal:       65536 kB\n"), Some(64 << 20));
+        let p = policy("max_memory_commit = \"200Mi\"\nimage_dirs = [\"/srv\"]");
+        assert_eq!(p.max_memory_commit(), 200 << 20);
+        let p = policy("max_memory_commit = 1000\nimage_dirs = [\"/srv\"]");
+        assert_eq!(p.max_memory_commit(), 1000);
+    }
+
+    #[test]
+    fn the_memory_commit_refusal_names_the_rule_and_the_numbers() {
+        let p = policy("max_memory_commit = \"200Mi\"\nimage_dirs = [\"/srv\"]");
+        p.check_memory_commit("a", 128 << 20, Some(64 << 20))
+            .unwrap();
+        p.check_memory_commit("a", 1 << 40, None).unwrap();
+        let e = p
+            .check_memory_commit("b", 128 << 20, Some(128 << 20))
+            .unwrap_err();
+        assert_eq!(e.rule, "max_memory_commit");
+        assert_eq!(
+            e.message,
+            "actor b asks for a memory limit of 134217728 bytes (128Mi); running actors already hold 134217728 bytes (128Mi) of the node's 209715200 bytes (200Mi), and 268435456 bytes (256Mi) would exceed it"
+        );
+    }
+
+    #[test]
+    fn require_limits_refuses_a_container_without_a_memory_limit() {
+        let p = policy("require_limits = true\nimage_dirs = [\"/srv\"]");
+        let mut r = req("dir:/srv/r", serde_json::Value::Null);
+        let e = p.check(&r).unwrap_err();
+        assert_eq!(e.rule, "require_limits");
+        assert!(
+            e.message
+                .starts_with("spec.containers[0].resources.limits.memory"),
+            "{e}"
+        );
+        if let Some(spec) = r.spec.as_mut() {
+            spec.containers[0].resources =
+                Some(serde_json::from_value(json!({"limits": {"cpu": "1"}})).unwrap());
+        }
+        assert_eq!(p.check(&r).unwrap_err().rule, "require_limits");
+        if let Some(spec) = r.spec.as_mut() {
+            spec.containers[0].resources =
+                Some(serde_json::from_value(json!({"limits": {"memory": "64Mi"}})).unwrap());
+        }
+        p.check(&r).unwrap();
+        AdmissionPolicy::default()
+            .check(&req("dir:/var/lib/images/x", serde_json::Value::Null))
             .unwrap();
     }
 

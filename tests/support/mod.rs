@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use atectl::Client;
 
+pub mod garage;
 pub mod openapi;
 use atelet_api::{Actor, ActorStatus, CreateActorRequest};
 use serde_json::json;
@@ -121,7 +122,84 @@ pub struct Daemon {
     /// A program that runs atelet (`systemd-socket-activate -l …`), if any.
     prefix: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// The bridge, subnet and nft table this daemon may use, reserved for
+    /// its whole life (also across restarts).
+    pub net: NetSlot,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// A network of its own for one test daemon: bridge `atbN`, subnet
+/// `10.213.N.0/24`, nft table `atelet_atbN`. Reserved by an flock on
+/// `/tmp/atelet-e2e-net/N.lock` (released when the test process ends, also
+/// when it dies), so that daemons of tests running in parallel, in this
+/// process or another, never share one.
+pub struct NetSlot {
+    pub n: u8,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl NetSlot {
+    fn reserve() -> NetSlot {
+        let dir = Path::new("/tmp/atelet-e2e-net");
+        std::fs::create_dir_all(dir).unwrap();
+        for n in 1..=250u8 {
+            let f = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("{n}.lock")))
+                .unwrap();
+            if let Ok(lock) =
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
+                let slot = NetSlot { n, _lock: lock };
+                // Whatever a killed test run left in this slot goes first.
+                slot.remove_leftovers();
+                return slot;
+            }
+        }
+        panic!("no free test network slot in /tmp/atelet-e2e-net");
+    }
+
+    pub fn bridge(&self) -> String {
+        format!("atb{}", self.n)
+    }
+
+    pub fn subnet(&self) -> String {
+        format!("10.213.{}.0/24", self.n)
+    }
+
+    /// The `i`-th address actors get (`.2` first).
+    pub fn actor_ip(&self, i: u8) -> String {
+        format!("10.213.{}.{}", self.n, i + 2)
+    }
+
+    pub fn table(&self) -> String {
+        format!("atelet_atb{}", self.n)
+    }
+
+    /// The `[network]` table of the daemon's config: mode `none` unless a
+    /// spec asks for a bridge, no egress, no name servers.
+    fn config(&self) -> String {
+        format!(
+            "\n[network]\ndefault_mode = \"none\"\nbridge = {:?}\nsubnet = {:?}\negress = false\ndns = []\n",
+            self.bridge(),
+            self.subnet()
+        )
+    }
+
+    /// Removes the slot's bridge and table (the daemon removes them with
+    /// its last bridged actor; a failed test may not get there).
+    pub fn remove_leftovers(&self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl Daemon {
@@ -182,7 +260,25 @@ impl Daemon {
             target_dir().display().to_string(),
             dir.display().to_string()
         );
+        let net = NetSlot::reserve();
         let mut config = toml.to_string();
+        if !config.contains("[network]") {
+            config.push_str(&net.config());
+        } else {
+            // The test's own [network] keys win; the slot fills the rest.
+            let mut extra = String::new();
+            for (key, line) in [
+                ("bridge", format!("bridge = {:?}\n", net.bridge())),
+                ("subnet", format!("subnet = {:?}\n", net.subnet())),
+                ("egress", "egress = false\n".to_string()),
+                ("dns", "dns = []\n".to_string()),
+            ] {
+                if !config.contains(&format!("{key} =")) {
+                    extra.push_str(&line);
+                }
+            }
+            config = config.replacen("[network]\n", &format!("[network]\n{extra}"), 1);
+        }
         if !config.contains("[policy]") {
             config.push_str(&format!(
                 "\n[policy]\nallowed_capabilities = [\"ALL\"]\n{image_dirs}\n"
@@ -204,6 +300,7 @@ impl Daemon {
             extra_args: extra,
             prefix: Vec::new(),
             env: Vec::new(),
+            net,
             _tmp: Some(tmp),
         }
     }
@@ -359,6 +456,27 @@ impl Daemon {
         assert!(self.child.is_none(), "stop the daemon first");
         self.client = Client::new(&self.socket).with_observer(openapi::observer());
         self.spawn();
+    }
+
+    /// Appends `toml` to the daemon's config file, for its next
+    /// [`Daemon::restart`].
+    pub fn add_config(&self, toml: &str) {
+        let path = self.home.join("config.toml");
+        let mut config = std::fs::read_to_string(&path).unwrap();
+        config.push('\n');
+        config.push_str(toml);
+        std::fs::write(&path, config).unwrap();
+    }
+
+    /// The daemon's `GET /metrics` text.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .raw(hyper::Method::GET, "/metrics", None)
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        String::from_utf8_lossy(&resp.body).into_owned()
     }
 
     /// Pid of the daemon.
@@ -545,6 +663,7 @@ impl Daemon {
                 .stderr(Stdio::null())
                 .status();
         }
+        self.net.remove_leftovers();
     }
 }
 
@@ -607,4 +726,34 @@ pub fn proc_status_fields(log: &str) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once(':').or_else(|| l.split_once('=')))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
+}
+
+/// An ed25519 key pair made with openssl, as an operator would make one
+/// for `[remote] signing_key` and `trusted_keys`: (private PEM, mode
+/// 0600; public PEM), as paths.
+pub fn openssl_keys(dir: &Path, name: &str) -> (String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    run(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    (private.display().to_string(), public.display().to_string())
 }

@@ -208,4 +208,58 @@ mod tests {
         let actor = "#/components/schemas/Actor";
         assert!(validate(actor, &json!({"id": "a"})).is_err());
     }
+
+    #[test]
+    fn an_actor_with_a_network_is_described() {
+        let actor = "#/components/schemas/Actor";
+        let mut a = json!({
+            "id": "web-1",
+            "template": {"namespace": "default", "name": "web"},
+            "spec": {
+                "containers": [{
+                    "name": "app",
+                    "image": "dir:/srv/rootfs",
+                    "ports": [
+                        {"containerPort": 8080, "hostPort": 18080},
+                        {"containerPort": 9090, "protocol": "TCP"}
+                    ],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/healthz", "port": 8080},
+                        "periodSeconds": 1,
+                        "failureThreshold": 30
+                    }
+                }],
+                "network": {"mode": "bridge"}
+            },
+            "status": "RUNNING",
+            "statusMessage": "",
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": "2026-01-01T00:00:00Z",
+            "sandbox": null,
+            "snapshots": [],
+            "latestSnapshot": null,
+            "exitCode": null,
+            "network": {
+                "mode": "bridge",
+                "ip": "10.88.0.2",
+                "ports": [
+                    {"container": "app", "containerPort": 8080, "protocol": "TCP", "hostPort": 18080},
+                    {"container": "app", "containerPort": 9090, "protocol": "TCP", "hostPort": null}
+                ]
+            },
+            "ready": true
+        });
+        validate(actor, &a).unwrap();
+        // Without a network.
+        let mut none = a.clone();
+        none["network"] = json!({"mode": "none", "ip": null, "ports": []});
+        validate(actor, &none).unwrap();
+        // `network` and `ready` are always there.
+        let mut missing = a.clone();
+        missing.as_object_mut().unwrap().remove("ready");
+        assert!(validate(actor, &missing).is_err());
+        // A probe has one action.
+        a["spec"]["containers"][0]["readinessProbe"]["tcpSocket"] = json!({"port": 8080});
+        assert!(validate(actor, &a).is_err());
+    }
 }

@@ -2,6 +2,7 @@
 
 use atelet_api::{ErrorBody, ErrorCode};
 
+use crate::images::registry::RegistryFault;
 use crate::images::ImageError;
 use crate::runsc::RuntimeError;
 use crate::service::ServiceError;
@@ -62,8 +63,13 @@ pub(crate) fn error_code(e: &ServiceError) -> ErrorCode {
     match e {
         ServiceError::Invalid(_) | ServiceError::NotSupported(_) => ErrorCode::InvalidArgument,
         ServiceError::NotFound(_) => ErrorCode::NotFound,
+        ServiceError::TooLarge(_) => ErrorCode::PayloadTooLarge,
         ServiceError::Forbidden(_) => ErrorCode::Unauthorized,
         ServiceError::AlreadyExists(_)
+        | ServiceError::PortTaken(_)
+        | ServiceError::ConnectionsOpen(_)
+        | ServiceError::ExecRefused(_)
+        | ServiceError::Preflight(_)
         | ServiceError::Transition { .. }
         | ServiceError::RuntimeMismatch { .. }
         // Like a snapshot of another runsc: the node cannot resume it.
@@ -72,6 +78,8 @@ pub(crate) fn error_code(e: &ServiceError) -> ErrorCode {
             ..
         } => ErrorCode::Conflict,
         ServiceError::Unavailable(_)
+        | ServiceError::NotReady(_)
+        | ServiceError::Network(crate::network::NetworkError::Exhausted(_))
         | ServiceError::Runtime {
             source: RuntimeError::Unavailable(_),
             ..
@@ -80,6 +88,7 @@ pub(crate) fn error_code(e: &ServiceError) -> ErrorCode {
         ServiceError::Bundle(e) => fault_code(e.is_client_fault()),
         ServiceError::Runtime { .. }
         | ServiceError::Store(_)
+        | ServiceError::Network(_)
         | ServiceError::Snapshot { .. }
         | ServiceError::Internal(_) => ErrorCode::Internal,
     }
@@ -88,10 +97,22 @@ pub(crate) fn error_code(e: &ServiceError) -> ErrorCode {
 /// The code of an image error: its own variants say what is missing or
 /// taken; for the rest it says whose fault it is, asking the layers below
 /// (OCI reading, layer extraction) in turn.
+///
+/// A registry's answers: a repository, tag or digest it does not know (or
+/// content that is not what was named) is the reference's fault, 400; a
+/// refusal of the node's credentials is 403, as a node policy refusal
+/// (the client cannot fix it, the node's `[registries]` must); a registry
+/// that cannot be reached or fails is 503, try again later.
 fn image_error_code(e: &ImageError) -> ErrorCode {
     match e {
         ImageError::NotFound(_) => ErrorCode::NotFound,
         ImageError::InUse { .. } => ErrorCode::Conflict,
+        ImageError::Registry { source, .. } => match source.fault() {
+            RegistryFault::Reference => ErrorCode::InvalidArgument,
+            RegistryFault::Credentials => ErrorCode::Unauthorized,
+            RegistryFault::Unavailable => ErrorCode::Unavailable,
+            RegistryFault::Daemon => ErrorCode::Internal,
+        },
         e => fault_code(e.is_client_fault()),
     }
 }
@@ -110,6 +131,7 @@ mod tests {
     use super::*;
     use crate::images::extract::ExtractError;
     use crate::images::oci::OciError;
+    use crate::images::registry::RegistryError;
     use crate::reaper::ExitStatus;
     use atelet_api::{ActorStatus, ValidationError};
 
@@ -188,6 +210,58 @@ mod tests {
                     source: ExtractError::Read(std::io::Error::other("corrupt gzip")),
                 }),
                 400,
+            ),
+            (
+                ServiceError::Image(ImageError::Registry {
+                    reference: "docker://r:5000/a:v9".into(),
+                    source: RegistryError::NotFound {
+                        host: "r:5000".into(),
+                        reference: "r:5000/a:v9".into(),
+                        detail: "MANIFEST_UNKNOWN".into(),
+                    },
+                }),
+                400,
+            ),
+            (
+                ServiceError::Image(ImageError::Registry {
+                    reference: "docker://r:5000/a:v1".into(),
+                    source: RegistryError::Protocol {
+                        host: "r:5000".into(),
+                        detail: "digest mismatch".into(),
+                    },
+                }),
+                400,
+            ),
+            (
+                ServiceError::Image(ImageError::Registry {
+                    reference: "docker://r:5000/a:v1".into(),
+                    source: RegistryError::Denied {
+                        host: "r:5000".into(),
+                        repository: "a".into(),
+                        detail: "401".into(),
+                    },
+                }),
+                403,
+            ),
+            (
+                ServiceError::Image(ImageError::Registry {
+                    reference: "docker://r:5000/a:v1".into(),
+                    source: RegistryError::Unavailable {
+                        host: "r:5000".into(),
+                        detail: "connection refused".into(),
+                    },
+                }),
+                503,
+            ),
+            (
+                ServiceError::Image(ImageError::Registry {
+                    reference: "docker://r:5000/a:v1".into(),
+                    source: RegistryError::Client {
+                        host: "r:5000".into(),
+                        detail: "bad certificate".into(),
+                    },
+                }),
+                500,
             ),
             (
                 ServiceError::Bundle(crate::bundle::BundleError::Invalid("no command".into())),

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atelet_api::{CreateActorRequest, ErrorCode, Event, ImageList};
+use atelet_api::{CreateActorRequest, ErrorCode, Event, ImageList, PullImageRequest};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -57,7 +57,7 @@ pub(crate) async fn handle<R: Runtime>(
         || matches!(&parsed, Err(e) if e.code == ErrorCode::PayloadTooLarge);
     let response = match parsed {
         Ok(r) => match authorize(&peer, &r) {
-            Ok(()) => dispatch(svc, r, req, peer.limits.body_read_timeout).await,
+            Ok(()) => dispatch(svc, r, req, &peer.limits).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -124,7 +124,7 @@ fn check_head(req: &Request<Incoming>, limits: &Limits) -> Result<(), ApiError> 
 fn authorize(peer: &Peer, route: &Route) -> Result<(), ApiError> {
     match peer.access {
         Access::Full => Ok(()),
-        Access::ReadOnly if !route.is_mutation() => Ok(()),
+        Access::ReadOnly if !route.needs_full_access() => Ok(()),
         Access::ReadOnly => Err(ApiError::new(
             ErrorCode::Unauthorized,
             format!("uid {} may only read on this socket (a viewer)", peer.uid),
@@ -144,8 +144,9 @@ async fn dispatch<R: Runtime>(
     svc: Arc<ActorService<R>>,
     route: Route,
     req: Request<Incoming>,
-    body_timeout: Duration,
+    limits: &Limits,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let body_timeout = limits.body_read_timeout;
     match route {
         Route::Healthz => Ok(json(StatusCode::OK, &svc.health()?)),
         Route::CreateActor => {
@@ -159,8 +160,51 @@ async fn dispatch<R: Runtime>(
             let actor = detached(async move { svc.create(create).await }).await?;
             Ok(json(StatusCode::CREATED, &actor))
         }
+        Route::SuspendUploaded { id, force } => {
+            let actor = detached(async move { svc.suspend_uploaded(&id, force).await }).await?;
+            Ok(json(StatusCode::OK, &actor))
+        }
+        Route::SuspendForced(id) => {
+            let actor = detached(async move { svc.suspend_with(&id, true).await }).await?;
+            Ok(json(StatusCode::OK, &actor))
+        }
+        // Not detached: a client that goes away drops the session, which
+        // kills the command (the service's pump ends it cleanly).
+        Route::Exec(id) => {
+            super::exec::exec(svc, id, req, |req| read_body(req, body_timeout)).await
+        }
+        Route::DeleteKeepRemote(id) => {
+            detached(async move { svc.delete_keeping_remote(&id).await }).await?;
+            Ok(no_content())
+        }
+        Route::ExportSnapshot { id, snapshot } => {
+            let (size, rx) = svc.export(&id, &snapshot)?;
+            let mut response = streamed("application/x-tar", rx, Some);
+            // A client then sees a tar cut short as an error.
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(size));
+            Ok(response)
+        }
+        Route::ImportSnapshot { id } => {
+            let max = limits.max_import_bytes;
+            if declared_length(&req)?.is_some_and(|len| len > max) {
+                return Err(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("request body is larger than max_import_bytes ({max} bytes)"),
+                ));
+            }
+            let (rx, pump) = body_chunks(req.into_body(), body_timeout);
+            let imported = detached(async move { svc.import(id, rx, max).await }).await;
+            // Refused before the end of the body: the rest is read (up to
+            // IMPORT_DRAIN) so that the client, still sending, gets the
+            // answer rather than a reset connection.
+            let _ = pump.await;
+            Ok(json(StatusCode::CREATED, &imported?))
+        }
         Route::ListActors { status } => Ok(list_actors(svc, status)),
         Route::GetActor(id) => Ok(json(StatusCode::OK, &svc.get(&id)?)),
+        Route::Stats(id) => Ok(json(StatusCode::OK, &svc.stats(&id)?)),
         Route::Act(id, op) => match detached(async move { svc.act(&id, op).await }).await? {
             Some(actor) => Ok(json(StatusCode::OK, &actor)),
             None => Ok(no_content()),
@@ -171,6 +215,17 @@ async fn dispatch<R: Runtime>(
                 images: svc.list_images()?,
             },
         )),
+        Route::PullImage => {
+            let body = read_body(req, body_timeout).await?;
+            let pull: PullImageRequest = atelet_api::from_json_slice(&body).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("invalid request body: {e}"),
+                )
+            })?;
+            let image = detached(async move { svc.pull_image(pull).await }).await?;
+            Ok(json(StatusCode::OK, &image))
+        }
         Route::DeleteImage(digest) => {
             detached(async move { svc.delete_image(&digest).await }).await?;
             Ok(no_content())
@@ -211,6 +266,74 @@ async fn detached<T: Send + 'static>(
     }
 }
 
+/// The Content-Length a request declares, if any.
+fn declared_length(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "invalid Content-Length"))
+        })
+        .transpose()
+}
+
+/// Most bytes of an import body read and dropped after the import was
+/// refused, so that the client reads the answer.
+const IMPORT_DRAIN: u64 = 1 << 30;
+
+/// A body as a channel of chunks, for a consumer that streams it (a
+/// snapshot import): never held whole. A client that sends nothing for
+/// `idle` is cut off (the consumer reads an error). Once the consumer is
+/// gone, the rest of the body is read and dropped (up to
+/// [`IMPORT_DRAIN`]); the task ends with the body.
+fn body_chunks(
+    mut body: Incoming,
+    idle: Duration,
+) -> (
+    mpsc::Receiver<std::io::Result<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(8);
+    let pump = tokio::spawn(async move {
+        let mut drained = 0u64;
+        loop {
+            let chunk = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no request body received for {} s", idle.as_secs()),
+                )),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    Err(std::io::Error::other(format!("reading request body: {e}")))
+                }
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Ok(data),
+                    Err(_) => continue,
+                },
+            };
+            let stop = chunk.is_err();
+            if tx.is_closed() {
+                if let Ok(data) = &chunk {
+                    drained += data.len() as u64;
+                }
+                if stop || drained > IMPORT_DRAIN {
+                    break;
+                }
+                continue;
+            }
+            if stop {
+                let _ = tx.send(chunk).await;
+                break;
+            }
+            // A consumer gone while this waited: drain from here on.
+            let _ = tx.send(chunk).await;
+        }
+    });
+    (rx, pump)
+}
+
 /// Reads a body of at most [`MAX_BODY`] bytes. A larger one is still
 /// drained (up to [`DRAIN_LIMIT`]) before the 413 goes out, so that the
 /// client reads the answer instead of a reset connection.
@@ -221,17 +344,7 @@ async fn read_body(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, A
             format!("request body is larger than {MAX_BODY} bytes"),
         )
     };
-    let declared = match req.headers().get(CONTENT_LENGTH) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::InvalidArgument, "invalid Content-Length")
-                })?,
-        ),
-        None => None,
-    };
+    let declared = declared_length(&req)?;
     if declared.is_some_and(|len| len > DRAIN_LIMIT as u64) {
         return Err(too_large());
     }

@@ -13,6 +13,7 @@
 pub(crate) mod access;
 pub(crate) mod connection;
 pub(crate) mod error;
+pub(crate) mod exec;
 pub(crate) mod handlers;
 #[cfg(test)]
 mod openapi_tests;

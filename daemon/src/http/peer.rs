@@ -29,6 +29,9 @@ pub struct Limits {
     /// `max_connections`, so that their log and event streams cannot take
     /// every slot from the control plane; beyond, a JSON 503.
     pub max_viewer_connections: usize,
+    /// Bytes of a snapshot import's body (a tar as large as the actor's
+    /// memory: streamed to disk, never held, so only the disk bounds it).
+    pub max_import_bytes: u64,
 }
 
 impl Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_viewer_connections: 32,
+            max_import_bytes: 64 << 30,
         }
     }
 }

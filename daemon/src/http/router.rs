@@ -32,12 +32,43 @@ pub(crate) enum Route {
         /// Keep streaming what is appended.
         follow: bool,
     },
+    /// `GET /v1/actors/{id}/stats`.
+    Stats(String),
     /// `GET /metrics`.
     Metrics,
     /// `GET /v1/images`.
     ListImages,
+    /// `POST /v1/images`: pull (or unpack) an image into the cache.
+    PullImage,
     /// `DELETE /v1/images/{digest}`.
     DeleteImage(String),
+    /// `POST /v1/actors/{id}/suspend?wait=uploaded[&force=true]`: answered
+    /// once the snapshot is in the remote store.
+    SuspendUploaded {
+        /// The actor.
+        id: String,
+        /// Kill its running execs first.
+        force: bool,
+    },
+    /// `POST /v1/actors/{id}/suspend?force=true`: kills the actor's
+    /// running execs, then suspends.
+    SuspendForced(String),
+    /// `POST /v1/actors/{id}/exec`: a command in the actor's container.
+    Exec(String),
+    /// `DELETE /v1/actors/{id}?keepRemote=true`: its remote snapshots stay.
+    DeleteKeepRemote(String),
+    /// `GET /v1/actors/{id}/snapshots/{snapshot}/export`: one tar.
+    ExportSnapshot {
+        /// The actor.
+        id: String,
+        /// A snapshot id or `latest`.
+        snapshot: String,
+    },
+    /// `POST /v1/snapshots/import?id=NEW`: a tar of an export.
+    ImportSnapshot {
+        /// The new actor's id.
+        id: String,
+    },
     /// `GET /v1/events[?since=N][&follow=false]`.
     Events {
         /// Replay events after this sequence number first.
@@ -52,8 +83,22 @@ impl Route {
     pub(crate) fn is_mutation(&self) -> bool {
         matches!(
             self,
-            Route::CreateActor | Route::Act(..) | Route::DeleteImage(_)
+            Route::CreateActor
+                | Route::Act(..)
+                | Route::SuspendUploaded { .. }
+                | Route::SuspendForced(_)
+                | Route::Exec(_)
+                | Route::DeleteKeepRemote(_)
+                | Route::DeleteImage(_)
+                | Route::PullImage
+                | Route::ImportSnapshot { .. }
         )
+    }
+
+    /// True for routes only peers with full access may use: every
+    /// mutation, and an export, which hands out an actor's whole memory.
+    pub(crate) fn needs_full_access(&self) -> bool {
+        self.is_mutation() || matches!(self, Route::ExportSnapshot { .. })
     }
 }
 
@@ -100,7 +145,30 @@ pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Result<
         }
         (&Method::GET, ["actors", id]) => params.only(&[], Route::GetActor(id.to_string()))?,
         (&Method::DELETE, ["actors", id]) => {
-            params.only(&[], Route::Act(id.to_string(), Op::Delete))?
+            let route = match params.flag("keepRemote", false)? {
+                true => Route::DeleteKeepRemote(id.to_string()),
+                false => Route::Act(id.to_string(), Op::Delete),
+            };
+            params.only(&["keepRemote"], route)?
+        }
+        (&Method::POST, ["actors", id, "exec"]) => params.only(&[], Route::Exec(id.to_string()))?,
+        (&Method::POST, ["actors", id, "suspend"]) => {
+            let force = params.flag("force", false)?;
+            let route = match params.get("wait") {
+                None if force => Route::SuspendForced(id.to_string()),
+                None => Route::Act(id.to_string(), Op::Suspend),
+                Some("uploaded") => Route::SuspendUploaded {
+                    id: id.to_string(),
+                    force,
+                },
+                Some(v) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("wait: {v:?} is not uploaded (the only thing a suspend waits for)"),
+                    ))
+                }
+            };
+            params.only(&["wait", "force"], route)?
         }
         (&Method::POST, ["actors", id, action]) => {
             let op = Op::from_action(action).ok_or_else(not_found)?;
@@ -116,7 +184,27 @@ pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Result<
                 },
             )?
         }
+        (&Method::GET, ["actors", id, "stats"]) => {
+            params.only(&[], Route::Stats(id.to_string()))?
+        }
+        (&Method::GET, ["actors", id, "snapshots", snapshot, "export"]) => params.only(
+            &[],
+            Route::ExportSnapshot {
+                id: id.to_string(),
+                snapshot: snapshot.to_string(),
+            },
+        )?,
+        (&Method::POST, ["snapshots", "import"]) => {
+            let id = params.get("id").ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    "id: required (the new actor's id, ?id=NAME)",
+                )
+            })?;
+            params.only(&["id"], Route::ImportSnapshot { id: id.to_string() })?
+        }
         (&Method::GET, ["images"]) => params.only(&[], Route::ListImages)?,
+        (&Method::POST, ["images"]) => params.only(&[], Route::PullImage)?,
         (&Method::DELETE, ["images", digest]) => {
             params.only(&[], Route::DeleteImage(digest.to_string()))?
         }
@@ -262,6 +350,30 @@ mod tests {
             Ok(Route::Act("a1".into(), Op::Delete))
         );
         assert_eq!(
+            r(Method::POST, "/v1/actors/a1/exec", None),
+            Ok(Route::Exec("a1".into()))
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/actors/a1/suspend", Some("force=true")),
+            Ok(Route::SuspendForced("a1".into()))
+        );
+        assert_eq!(
+            r(
+                Method::POST,
+                "/v1/actors/a1/suspend",
+                Some("wait=uploaded&force=1")
+            ),
+            Ok(Route::SuspendUploaded {
+                id: "a1".into(),
+                force: true
+            })
+        );
+        assert!(Route::Exec("a".into()).needs_full_access());
+        assert_eq!(
+            r(Method::GET, "/v1/actors/a1/stats", None),
+            Ok(Route::Stats("a1".into()))
+        );
+        assert_eq!(
             r(Method::GET, "/v1/actors/a1/logs", Some("follow=true")),
             Ok(Route::Logs {
                 id: "a1".into(),
@@ -297,10 +409,8 @@ mod tests {
             Err(ErrorCode::NotFound)
         );
         assert_eq!(r(Method::GET, "/", None), Err(ErrorCode::NotFound));
-        assert_eq!(
-            r(Method::POST, "/v1/images", None),
-            Err(ErrorCode::NotFound)
-        );
+        assert_eq!(r(Method::POST, "/v1/images", None), Ok(Route::PullImage));
+        assert_eq!(r(Method::PUT, "/v1/images", None), Err(ErrorCode::NotFound));
     }
 
     proptest::proptest! {

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use super::access::{process_groups, Access, AccessPolicy};
 use super::connection::{ConnState, Registry, TrackedBody, TrackedIo};
 use super::error::malformed_request;
+use super::exec::{UpgradeSlot, Upgraded};
 use super::handlers::handle;
 use super::peer::{Limits, Peer};
 use super::response::raw_error_response;
@@ -173,14 +174,19 @@ async fn serve_connection<R: Runtime>(
     state: Arc<ConnState>,
 ) {
     let conn_state = state.clone();
-    let service = service_fn(move |req| -> ResponseFuture {
-        let guard = conn_state.begin_response();
-        let response = handle(svc.clone(), peer, req);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| TrackedBody::new(body, guard)))
-        })
-    });
+    let upgrade = UpgradeSlot::default();
+    let slot = upgrade.clone();
+    let service = service_fn(
+        move |mut req: hyper::Request<hyper::body::Incoming>| -> ResponseFuture {
+            req.extensions_mut().insert(slot.clone());
+            let guard = conn_state.begin_response();
+            let response = handle(svc.clone(), peer, req);
+            Box::pin(async move {
+                let response = response.await?;
+                Ok(response.map(|body| TrackedBody::new(body, guard)))
+            })
+        },
+    );
     let (buf_size, headers) = limits.hyper_backstop();
     let mut conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -201,7 +207,23 @@ async fn serve_connection<R: Runtime>(
             }
         }
     };
-    let io = conn.into_parts().io.into_inner();
+    let parts = conn.into_parts();
+    if let (Ok(()), Some(handover)) = (&result, upgrade.take()) {
+        // A handler answered 101 (an interactive exec): hyper has let go
+        // of the connection, which now belongs to the session. The slot
+        // is held until the session ends.
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let upgraded = Upgraded {
+            stream: parts.io.into_inner().into_inner(),
+            read_buf: parts.read_buf,
+            done,
+        };
+        if handover.send(upgraded).is_ok() {
+            let _ = ended.await;
+        }
+        return;
+    }
+    let io = parts.io.into_inner();
     let failed = match &result {
         Err(e) if io.swallowed() || (e.is_parse() && state.is_idle()) => Some(e),
         Err(e) => {

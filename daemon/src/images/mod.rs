@@ -3,7 +3,10 @@
 //!
 //! - `dir:<rootfs>` is used in place.
 //! - `oci:<layout>[:<tag>]` and `oci-archive:<tar>[:<tag>]` are read by
-//!   [`oci`] (every blob checked against its digest), unpacked by
+//!   [`oci`] (every blob checked against its digest), and
+//!   `docker://HOST/REPO[:TAG|@DIGEST]` is pulled by [`registry`] (its
+//!   layers streamed through the same readers as they arrive); both are
+//!   unpacked by
 //!   [`extract`] (nothing lands outside the target, whiteouts honoured)
 //!   into the content-addressed [`cache`], once per manifest digest, and
 //!   shared read-only by every actor of that image.
@@ -16,6 +19,7 @@
 pub(crate) mod cache;
 pub mod extract;
 pub(crate) mod oci;
+pub mod registry;
 pub(crate) mod user;
 
 use std::collections::HashMap;
@@ -29,7 +33,11 @@ use tokio::sync::OwnedMutexGuard;
 
 use self::cache::{EntryMeta, ImageCache, ENTRY_VERSION};
 use self::extract::{apply_layer, ExtractError, LayerStats};
-use self::oci::{ConfigFile, Descriptor, Digest, ImageSource, OciError};
+use self::oci::{ConfigFile, Digest, Image, ImageSource, Layer, LayerReader, OciError};
+use self::registry::{
+    ImagePullError, PullObserver, PullState, Registries, RegistryClients, RegistryError,
+    RegistryFault, RegistryRef,
+};
 use crate::locks::KeyedLocks;
 use crate::store::now_rfc3339;
 
@@ -66,6 +74,15 @@ pub enum ImageError {
         /// What happened.
         source: ExtractError,
     },
+    /// A registry failed or refused (see [`RegistryFault`] for what the
+    /// client can do about it).
+    #[error("image {reference}: {source}")]
+    Registry {
+        /// As given.
+        reference: String,
+        /// What the registry did.
+        source: RegistryError,
+    },
     /// No cache entry has this digest.
     #[error("image {0} is not in the cache")]
     NotFound(String),
@@ -97,6 +114,7 @@ impl ImageError {
             ImageError::Invalid { .. } | ImageError::NotFound(_) | ImageError::InUse { .. } => true,
             ImageError::Oci { source, .. } => source.is_client_fault(),
             ImageError::Extract { source, .. } => source.is_client_fault(),
+            ImageError::Registry { source, .. } => source.fault() != RegistryFault::Daemon,
             ImageError::Cache { .. } => false,
         }
     }
@@ -176,6 +194,7 @@ pub type CachedImage = EntryMeta;
 #[derive(Debug)]
 pub struct ImageStore {
     cache: Arc<ImageCache>,
+    registries: Arc<RegistryClients>,
     locks: KeyedLocks,
     pins: Arc<Mutex<HashMap<String, usize>>>,
     unpacks: AtomicU64,
@@ -192,15 +211,32 @@ impl ImageStore {
         }
         Ok(ImageStore {
             cache: Arc::new(cache),
+            registries: Arc::new(RegistryClients::new(Registries::default())),
             locks: KeyedLocks::default(),
             pins: Arc::default(),
             unpacks: AtomicU64::new(0),
         })
     }
 
+    /// The registries this store pulls from, with their settings.
+    pub fn with_registries(mut self, registries: Registries) -> ImageStore {
+        self.registries = Arc::new(RegistryClients::new(registries));
+        self
+    }
+
     /// Resolves `reference` to a root filesystem, unpacking an OCI image
     /// into the cache unless it is there already.
     pub async fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
+        self.resolve_observed(reference, None).await
+    }
+
+    /// As [`ImageStore::resolve`]; a pull from a registry is reported to
+    /// `observer` when it starts (a cache hit pulls nothing).
+    pub async fn resolve_observed(
+        &self,
+        reference: &str,
+        observer: Option<&PullObserver>,
+    ) -> Result<ResolvedImage, ImageError> {
         let invalid = |message: String| ImageError::Invalid {
             reference: reference.to_string(),
             message,
@@ -209,6 +245,20 @@ impl ImageStore {
             ImageRef::Dir { path } => return resolve_dir(reference, &path),
             ImageRef::OciLayout { path, tag } => (Source::Layout(PathBuf::from(path)), tag),
             ImageRef::OciArchive { path, tag } => (Source::Archive(PathBuf::from(path)), tag),
+            ImageRef::Registry {
+                host,
+                repository,
+                tag,
+                digest,
+            } => {
+                let r = RegistryRef {
+                    host,
+                    repository,
+                    tag,
+                    digest,
+                };
+                return self.resolve_registry(reference, &r, observer).await;
+            }
         };
         let oci_err = |source| ImageError::Oci {
             reference: reference.to_string(),
@@ -227,7 +277,36 @@ impl ImageStore {
         let digest = Digest::parse(&desc.digest).map_err(oci_err)?;
 
         let _lock = self.locks.lock(digest.hex()).await;
-        let meta = match self.cache.get(&digest) {
+        let meta = match self.cached(reference, &digest)? {
+            Some(meta) => meta,
+            None => {
+                let cache = self.cache.clone();
+                let reference = reference.to_string();
+                self.unpacks.fetch_add(1, Ordering::Relaxed);
+                blocking(move || {
+                    let image = source.load(&desc).map_err(|source| ImageError::Oci {
+                        reference: reference.clone(),
+                        source,
+                    })?;
+                    let mut open = |layer: &Layer| {
+                        source.open_layer(layer).map_err(|source| ImageError::Oci {
+                            reference: reference.clone(),
+                            source,
+                        })
+                    };
+                    unpack(&cache, image, &reference, &mut open, &|| None)
+                })
+                .await??
+            }
+        };
+        self.cached_image(reference, &digest, &meta)
+    }
+
+    /// The cache entry of `digest`, with `reference` added to its
+    /// references; `None` when there is none (an unreadable one is
+    /// removed, to be unpacked again). Called with the digest's lock held.
+    fn cached(&self, reference: &str, digest: &Digest) -> Result<Option<EntryMeta>, ImageError> {
+        match self.cache.get(digest) {
             Ok(Some(mut meta)) => {
                 tracing::info!(digest = %digest, reference, "image cache hit");
                 if !meta.references.iter().any(|r| r == reference) {
@@ -235,24 +314,97 @@ impl ImageStore {
                     let excess = meta.references.len().saturating_sub(MAX_REFERENCES);
                     meta.references.drain(..excess);
                     self.cache
-                        .update(&meta, &digest)
+                        .update(&meta, digest)
                         .map_err(cache_err(format!("recording a reference to {digest}")))?;
                 }
-                meta
+                Ok(Some(meta))
             }
-            found => {
-                if let Err(e) = found {
-                    tracing::warn!(digest = %digest, error = %e, "unreadable image cache entry: unpacking again");
-                    self.cache
-                        .remove(&digest)
-                        .map_err(cache_err(format!("removing {digest}")))?;
-                }
-                let cache = self.cache.clone();
-                let reference = reference.to_string();
-                self.unpacks.fetch_add(1, Ordering::Relaxed);
-                blocking(move || unpack(&cache, &source, &desc, &reference)).await??
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(digest = %digest, error = %e, "unreadable image cache entry: unpacking again");
+                self.cache
+                    .remove(digest)
+                    .map_err(cache_err(format!("removing {digest}")))?;
+                Ok(None)
             }
+        }
+    }
+
+    /// Resolves a registry reference to this node's manifest, then pulls
+    /// it unless the cache has it: the config whole, the layers streamed
+    /// into the extraction as they arrive, all under the digest's lock, so
+    /// concurrent creates of one image pull it once.
+    async fn resolve_registry(
+        &self,
+        reference: &str,
+        r: &RegistryRef,
+        observer: Option<&PullObserver>,
+    ) -> Result<ResolvedImage, ImageError> {
+        let pull_err = |e: ImagePullError| match e {
+            ImagePullError::Registry(source) => ImageError::Registry {
+                reference: reference.to_string(),
+                source,
+            },
+            ImagePullError::Oci(source) => ImageError::Oci {
+                reference: reference.to_string(),
+                source,
+            },
         };
+        let oci_err = |source| ImageError::Oci {
+            reference: reference.to_string(),
+            source,
+        };
+        let manifest = self.registries.resolve(r).await.map_err(pull_err)?;
+        let digest = Digest::parse(&manifest.desc.digest).map_err(oci_err)?;
+        let _lock = self.locks.lock(digest.hex()).await;
+        if let Some(meta) = self.cached(reference, &digest)? {
+            return self.cached_image(reference, &digest, &meta);
+        }
+        let parsed = oci::parse_manifest(&manifest.desc, &manifest.bytes).map_err(oci_err)?;
+        // From here on the repository is read at this digest only.
+        let pinned = r.at(&digest);
+        let config = self
+            .registries
+            .fetch_small(&pinned, "config", &parsed.config)
+            .await
+            .map_err(pull_err)?;
+        let image = oci::image_of(&manifest.desc, &parsed, &config).map_err(oci_err)?;
+        let total = image
+            .layers
+            .iter()
+            .fold(parsed.config.size, |t, l| t.saturating_add(l.size));
+        let state = Arc::new(PullState::new(reference, &digest, total));
+        state.add(config.len() as u64);
+        if let Some(observe) = observer {
+            observe(state.clone());
+        }
+        tracing::info!(digest = %digest, reference, layers = image.layers.len(), bytes = total, "pulling image");
+        self.unpacks.fetch_add(1, Ordering::Relaxed);
+        let failure: Arc<Mutex<Option<RegistryError>>> = Arc::default();
+        let rt = tokio::runtime::Handle::current();
+        let (cache, clients) = (self.cache.clone(), self.registries.clone());
+        let (reference_owned, progress) = (reference.to_string(), state.clone());
+        let unpacked = blocking(move || {
+            let mut open = |layer: &Layer| -> Result<LayerReader, ImageError> {
+                let blob =
+                    clients.open_layer(&rt, &pinned, layer, progress.clone(), failure.clone());
+                Ok(LayerReader::over(layer, blob))
+            };
+            let failed = || {
+                failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .map(|source| ImageError::Registry {
+                        reference: reference_owned.clone(),
+                        source,
+                    })
+            };
+            unpack(&cache, image, &reference_owned, &mut open, &failed)
+        })
+        .await;
+        state.finish();
+        let meta = unpacked??;
         self.cached_image(reference, &digest, &meta)
     }
 
@@ -280,7 +432,8 @@ impl ImageStore {
 
     /// Resolves the image an actor was created with: the cache entry of
     /// `digest` when it is there, else `reference`, which must still name
-    /// that digest (a snapshot must resume on the rootfs it was taken on).
+    /// that digest (a snapshot must resume on the rootfs it was taken on);
+    /// a registry reference is pulled at that digest.
     pub async fn resolve_recorded(
         &self,
         reference: &str,
@@ -298,6 +451,23 @@ impl ImageStore {
             if let Ok(Some(meta)) = self.cache.get(&d) {
                 return self.cached_image(reference, &d, &meta);
             }
+        }
+        // A registry image is pulled again at the recorded digest, not
+        // whatever its tag names now.
+        if let Ok(ImageRef::Registry {
+            host,
+            repository,
+            tag,
+            ..
+        }) = ImageRef::parse(reference)
+        {
+            let r = RegistryRef {
+                host,
+                repository,
+                tag,
+                digest: None,
+            };
+            return self.resolve_registry(reference, &r.at(&d), None).await;
         }
         let image = self.resolve(reference).await?;
         if image.digest.as_deref() != Some(recorded) {
@@ -409,33 +579,38 @@ fn resolve_dir(reference: &str, path: &str) -> Result<ResolvedImage, ImageError>
     }
 }
 
-/// Reads, checks and unpacks the image `desc` names into a new cache entry.
-/// Blocking.
+/// Unpacks a checked image into a new cache entry, each layer from
+/// `open_layer`. When a layer fails, `failed` may tell the cause the
+/// reader only saw as an I/O error (a registry's download). Blocking.
 fn unpack(
     cache: &ImageCache,
-    source: &ImageSource,
-    desc: &Descriptor,
+    image: Image,
     reference: &str,
+    open_layer: &mut dyn FnMut(&Layer) -> Result<LayerReader, ImageError>,
+    failed: &dyn Fn() -> Option<ImageError>,
 ) -> Result<EntryMeta, ImageError> {
     let t0 = Instant::now();
     let oci_err = |source| ImageError::Oci {
         reference: reference.to_string(),
         source,
     };
-    let image = source.load(desc).map_err(oci_err)?;
     let pending = cache
         .begin(&image.digest)
         .map_err(cache_err(format!("starting to unpack {}", image.digest)))?;
     let rootfs = pending.rootfs();
     let mut stats = LayerStats::default();
     for layer in &image.layers {
-        let mut stream = source.open_layer(layer).map_err(oci_err)?;
-        stats += apply_layer(&rootfs, &mut stream).map_err(|source| ImageError::Extract {
+        let mut stream = open_layer(layer)?;
+        let applied = apply_layer(&rootfs, &mut stream).map_err(|source| ImageError::Extract {
             reference: reference.to_string(),
             layer: layer.index,
             source,
-        })?;
-        stream.finish().map_err(oci_err)?;
+        });
+        let applied = applied.and_then(|s| stream.finish().map(|()| s).map_err(oci_err));
+        match applied {
+            Ok(s) => stats += s,
+            Err(e) => return Err(failed().unwrap_or(e)),
+        }
     }
     let unpack_ms = t0.elapsed().as_millis() as u64;
     let meta = EntryMeta {

@@ -161,6 +161,23 @@ impl RunscArgs for StateOpts<'_> {
     }
 }
 
+/// `runsc pause` / `runsc resume`: freeze or thaw a sandbox, its memory
+/// kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FreezeOpts<'a> {
+    /// True: `pause`; false: `resume`.
+    pub freeze: bool,
+    /// The container id.
+    pub container_id: &'a str,
+}
+
+impl RunscArgs for FreezeOpts<'_> {
+    fn args(&self) -> Vec<String> {
+        let verb = if self.freeze { "pause" } else { "resume" };
+        vec![verb.to_string(), self.container_id.to_string()]
+    }
+}
+
 /// `runsc list --format=json`: every container under the root.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ListOpts;
@@ -196,6 +213,114 @@ pub(crate) struct WaitOpts<'a> {
 impl RunscArgs for WaitOpts<'_> {
     fn args(&self) -> Vec<String> {
         vec!["wait".to_string(), self.container_id.to_string()]
+    }
+}
+
+/// `runsc exec`: runs a process in a running container, writing its pid
+/// inside the sandbox to `internal_pid_file`: in the foreground from its
+/// process file, or, with a terminal, detached (see the `args` below).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExecOpts<'a> {
+    /// The OCI process JSON (args, env, cwd, user, capabilities, terminal).
+    pub process_file: &'a Path,
+    /// Where runsc writes the process's pid inside the sandbox.
+    pub internal_pid_file: &'a Path,
+    /// `--console-socket`: where runsc sends a tty's master end.
+    pub console_socket: Option<&'a Path>,
+    /// The container id.
+    pub container_id: &'a str,
+    /// With a console socket: the process, for the command line.
+    pub terminal: Option<TerminalProcess<'a>>,
+}
+
+impl RunscArgs for ExecOpts<'_> {
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "exec".to_string(),
+            format!("--internal-pid-file={}", self.internal_pid_file.display()),
+        ];
+        match (self.console_socket, self.terminal) {
+            // This runsc gives a terminal only to a detached exec, and a
+            // detached exec loses `--process` on its way (its child is
+            // started without the container id): the process goes on the
+            // command line. Capabilities are then the container's, as
+            // they are from the file.
+            (Some(socket), Some(t)) => {
+                args.push("--detach".to_string());
+                args.push(format!("--console-socket={}", socket.display()));
+                args.push(format!("--user={}:{}", t.uid, t.gid));
+                args.push(format!("--cwd={}", t.cwd));
+                for e in t.env {
+                    args.push(format!("--env={e}"));
+                }
+                args.push(self.container_id.to_string());
+                args.extend(t.args.iter().cloned());
+            }
+            _ => {
+                args.push(format!("--process={}", self.process_file.display()));
+                args.push(self.container_id.to_string());
+            }
+        }
+        args
+    }
+}
+
+/// The process of a terminal exec, for its command line (see
+/// [`ExecOpts`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TerminalProcess<'a> {
+    /// The command and its arguments.
+    pub args: &'a [String],
+    /// `NAME=value` each.
+    pub env: &'a [String],
+    /// The working directory.
+    pub cwd: &'a str,
+    /// The user.
+    pub uid: u32,
+    /// The group.
+    pub gid: u32,
+}
+
+/// `runsc wait --pid <pid> <container>`: the exit of one process of the
+/// container (a detached exec's), printed as JSON.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitPidOpts<'a> {
+    /// The container id.
+    pub container_id: &'a str,
+    /// The pid inside the container.
+    pub pid: i32,
+}
+
+impl RunscArgs for WaitPidOpts<'_> {
+    fn args(&self) -> Vec<String> {
+        vec![
+            "wait".to_string(),
+            format!("--pid={}", self.pid),
+            self.container_id.to_string(),
+        ]
+    }
+}
+
+/// `runsc kill --pid <pid> <container> <signal>`: signals one process of
+/// the container, by its pid inside the sandbox.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KillOpts<'a> {
+    /// The container id.
+    pub container_id: &'a str,
+    /// The pid inside the sandbox.
+    pub pid: i32,
+    /// The signal's name (`KILL`).
+    pub signal: &'a str,
+}
+
+impl RunscArgs for KillOpts<'_> {
+    fn args(&self) -> Vec<String> {
+        vec![
+            "kill".to_string(),
+            format!("--pid={}", self.pid),
+            self.container_id.to_string(),
+            self.signal.to_string(),
+        ]
     }
 }
 
@@ -318,6 +443,72 @@ mod tests {
         assert_eq!(argv(&ListOpts), ["list", "--format=json"]);
         assert_eq!(argv(&UsageOpts { container_id: ID }), ["usage", "a_1.f00d"]);
         assert_eq!(argv(&WaitOpts { container_id: ID }), ["wait", "a_1.f00d"]);
+        let freeze = |freeze| FreezeOpts {
+            freeze,
+            container_id: ID,
+        };
+        assert_eq!(argv(&freeze(true)), ["pause", "a_1.f00d"]);
+        assert_eq!(argv(&freeze(false)), ["resume", "a_1.f00d"]);
         assert_eq!(VersionOpts.args(), ["--version"]);
+    }
+
+    #[test]
+    fn exec_and_kill() {
+        let args = ["/bin/sh".to_string()];
+        let env = ["TERM=xterm".to_string()];
+        let t = TerminalProcess {
+            args: &args,
+            env: &env,
+            cwd: "/",
+            uid: 1000,
+            gid: 1000,
+        };
+        let exec = |console: Option<&'static str>, terminal| {
+            argv(&ExecOpts {
+                process_file: Path::new("/s/execs/e1.json"),
+                internal_pid_file: Path::new("/s/execs/e1.pid"),
+                console_socket: console.map(Path::new),
+                container_id: ID,
+                terminal,
+            })
+        };
+        assert_eq!(
+            exec(None, None),
+            [
+                "exec",
+                "--internal-pid-file=/s/execs/e1.pid",
+                "--process=/s/execs/e1.json",
+                "a_1.f00d"
+            ]
+        );
+        assert_eq!(
+            exec(Some("/s/execs/e1.sock"), Some(t)),
+            [
+                "exec",
+                "--internal-pid-file=/s/execs/e1.pid",
+                "--detach",
+                "--console-socket=/s/execs/e1.sock",
+                "--user=1000:1000",
+                "--cwd=/",
+                "--env=TERM=xterm",
+                "a_1.f00d",
+                "/bin/sh"
+            ]
+        );
+        assert_eq!(
+            argv(&WaitPidOpts {
+                container_id: ID,
+                pid: 7
+            }),
+            ["wait", "--pid=7", "a_1.f00d"]
+        );
+        assert_eq!(
+            argv(&KillOpts {
+                container_id: ID,
+                pid: 7,
+                signal: "KILL"
+            }),
+            ["kill", "--pid=7", "a_1.f00d", "KILL"]
+        );
     }
 }

@@ -101,9 +101,16 @@ pub(super) fn stray_commands(root: &Path, root_flag: &str) -> Vec<(i32, String)>
 /// Ends the `runsc wait` processes a previous daemon on `root` left
 /// behind (found by their marks); returns how many.
 pub(super) fn end_stale_waiters(root: &Path) -> usize {
+    end_stale(root, "wait")
+}
+
+/// Ends the processes running runsc subcommand `op` for a previous daemon
+/// on `root` (found by their marks: `wait` waiters, `exec` clients whose
+/// output nobody reads any more); returns how many.
+pub(super) fn end_stale(root: &Path, op: &str) -> usize {
     let stale: Vec<i32> = foreign_pids()
         .into_iter()
-        .filter(|pid| marked_op(*pid, root).as_deref() == Some("wait"))
+        .filter(|pid| marked_op(*pid, root).as_deref() == Some(op))
         .collect();
     for pid in &stale {
         end_process_group(*pid);
@@ -114,7 +121,7 @@ pub(super) fn end_stale_waiters(root: &Path) -> usize {
 /// SIGKILL to `pid` and, when it leads its own process group (every runsc
 /// command the daemon starts does), to the whole group: a wrapper script
 /// and the runsc it runs go together.
-pub(super) fn end_process_group(pid: i32) {
+pub(crate) fn end_process_group(pid: i32) {
     use nix::sys::signal::{kill, killpg, Signal};
     let p = nix::unistd::Pid::from_raw(pid);
     if nix::unistd::getpgid(Some(p)) == Ok(p) {

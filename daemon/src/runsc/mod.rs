@@ -22,16 +22,20 @@ use crate::reaper::{ExitStatus, Reaper};
 
 mod args;
 mod error;
+mod exec;
 mod host;
 mod process;
 mod state;
 
 pub(crate) use error::RuntimeError;
-pub(crate) use host::pid_alive;
+pub(crate) use exec::{read_pid_file, ExecChild, ExecSpec};
+pub(crate) use host::{end_process_group, pid_alive};
 pub(crate) use state::{describe_exit, parse_version, ContainerState, ExitOutcome};
 
-use args::{CheckpointOpts, DeleteOpts, ListOpts, RunscArgs, StateOpts, UsageOpts, WaitOpts};
-use host::{end_process_group, end_stale_waiters, stray_commands};
+use args::{
+    CheckpointOpts, DeleteOpts, FreezeOpts, ListOpts, RunscArgs, StateOpts, UsageOpts, WaitOpts,
+};
+use host::{end_stale_waiters, stray_commands};
 use process::{lock, wait_adopted};
 use state::{parse_list, parse_state, parse_usage};
 
@@ -53,6 +57,10 @@ pub(crate) struct LaunchSpec {
     pub bundle: PathBuf,
     /// The actor's log file: the sandbox's stdout and stderr (O_APPEND).
     pub log_path: PathBuf,
+    /// The sandbox gets gVisor's own network stack (`--network=sandbox`)
+    /// on the interfaces of the namespace its bundle names, instead of the
+    /// configured `--network`.
+    pub sandbox_network: bool,
 }
 
 /// Environment variable that every runsc command of the daemon carries:
@@ -79,6 +87,10 @@ pub(crate) struct RunscConfig {
     pub overlay: String,
     /// Kill a runsc command that takes longer than this.
     pub timeout: Duration,
+    /// The freezer cgroup the sandboxes' own cgroups are made in (cgroup
+    /// v1, `<root>/freezer/<parent>`); `None` where there is none. See
+    /// [`Runtime::freeze`].
+    pub freezer: Option<PathBuf>,
 }
 
 /// The runtime interface the actor service needs; [`Runsc`] is the real
@@ -86,6 +98,11 @@ pub(crate) struct RunscConfig {
 pub(crate) trait Runtime: Send + Sync + 'static {
     /// Path and version of the runtime, or why it is unusable.
     fn info(&self) -> atelet_api::RuntimeInfo;
+    /// The flags a checkpoint depends on, which a restore (here or on
+    /// another node) must repeat: name → value.
+    fn checkpoint_flags(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::new()
+    }
     /// The runtime's version, or [`RuntimeError::Unavailable`]; called before
     /// each lifecycle step so that a binary removed at run time is noticed.
     fn ensure_available(&self) -> Result<String, RuntimeError>;
@@ -105,6 +122,17 @@ pub(crate) trait Runtime: Send + Sync + 'static {
         &self,
         container_id: &str,
         image_dir: &Path,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// `runsc pause` (`freeze`) or `runsc resume`: the sandbox stops or
+    /// goes on using CPU; its memory stays where it is. This runsc does not
+    /// stop a *restored* sandbox on `pause` (seen here: its counter went
+    /// on), so the sandbox's freezer cgroup is frozen too, after the pause,
+    /// and thawed before the resume; every other runsc command on the
+    /// container thaws it first, since a frozen sandbox answers nothing.
+    fn freeze(
+        &self,
+        container_id: &str,
+        freeze: bool,
     ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
     /// `runsc delete [--force]`; a container that does not exist is not an error.
     fn delete(
@@ -149,7 +177,29 @@ pub(crate) trait Runtime: Send + Sync + 'static {
     /// Ends the helper processes (the waiters of adopted sandboxes) that
     /// must not outlive the daemon; sandboxes keep running.
     fn shutdown(&self) {}
+    /// `runsc exec`: starts a process in a running container and returns
+    /// its stdio (or terminal) and exit; see [`ExecChild`].
+    fn exec(
+        &self,
+        spec: &ExecSpec,
+    ) -> impl std::future::Future<Output = Result<ExecChild, RuntimeError>> + Send;
+    /// `runsc kill --pid`: SIGKILL to one process of a container, by its
+    /// pid inside the sandbox (how an exec is ended: killing its `runsc
+    /// exec` client leaves the process running).
+    fn kill_process(
+        &self,
+        container_id: &str,
+        pid: i32,
+    ) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send;
+    /// Ends the `runsc exec` clients a previous daemon left running on
+    /// this root (found by their marks); returns how many.
+    fn end_stale_execs(&self) -> usize {
+        0
+    }
 }
+
+/// How long a freeze or thaw of a sandbox's cgroup may take.
+const FREEZE_WAIT: Duration = Duration::from_secs(2);
 
 /// The real runtime: runsc on this host.
 #[derive(Debug)]
@@ -246,7 +296,67 @@ impl Runsc {
         match res {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
+            // This runsc removes a paused container but then panics on its
+            // status change ("invalid state transition: paused =>
+            // stopped", exit 2): what counts is whether it is gone.
+            Err(e) if matches!(self.state(container_id).await, Ok(None)) => {
+                tracing::debug!(container = container_id, error = %e, "runsc delete failed, but the container is gone");
+                Ok(())
+            }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Freezes or thaws the container's freezer cgroup and waits until the
+    /// kernel says it is done; nothing to do where there is no freezer
+    /// (or no cgroup for the container: it was made without one).
+    async fn set_frozen(&self, container_id: &str, frozen: bool) -> Result<(), RuntimeError> {
+        let Some(parent) = &self.config.freezer else {
+            return Ok(());
+        };
+        let file = parent.join(container_id).join("freezer.state");
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        // No cgroup, or already so (every suspend and delete of a running
+        // sandbox asks for a thaw): one read, nothing written.
+        match std::fs::read_to_string(&file) {
+            Err(_) => return Ok(()),
+            Ok(state) if state.trim() == want => return Ok(()),
+            Ok(_) => {}
+        }
+        let io = |e: std::io::Error| RuntimeError::Io {
+            context: format!("writing {want} to {}", file.display()),
+            source: e,
+        };
+        std::fs::write(&file, want).map_err(io)?;
+        // FREEZING until every task has stopped.
+        let deadline = std::time::Instant::now() + FREEZE_WAIT;
+        loop {
+            let state = std::fs::read_to_string(&file).map_err(io)?;
+            if state.trim() == want {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                // Left as it was asked not to be: undo a half freeze.
+                let _ = std::fs::write(&file, "THAWED");
+                return Err(RuntimeError::Io {
+                    context: format!("{}", file.display()),
+                    source: std::io::Error::other(format!(
+                        "still {} after {} ms",
+                        state.trim(),
+                        FREEZE_WAIT.as_millis()
+                    )),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Thaws the container before a command that needs its sandbox to
+    /// answer (or to die: frozen tasks do not); a failure is logged, and
+    /// the command then says what it finds.
+    async fn thaw(&self, container_id: &str) {
+        if let Err(e) = self.set_frozen(container_id, false).await {
+            tracing::warn!(container = container_id, error = %e, "thawing the sandbox");
         }
     }
 
@@ -273,6 +383,16 @@ impl Runsc {
 }
 
 impl Runtime for Runsc {
+    fn checkpoint_flags(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("platform", &self.config.platform),
+            ("overlay2", &self.config.overlay),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+    }
+
     fn info(&self) -> atelet_api::RuntimeInfo {
         let configured = self
             .config
@@ -311,6 +431,8 @@ impl Runtime for Runsc {
     }
 
     async fn checkpoint(&self, container_id: &str, image_dir: &Path) -> Result<(), RuntimeError> {
+        // A paused sandbox stays paused by runsc; only the cgroup thaws.
+        self.set_frozen(container_id, false).await?;
         let checkpoint = CheckpointOpts {
             image_path: image_dir,
             container_id,
@@ -318,11 +440,32 @@ impl Runtime for Runsc {
         self.output("checkpoint", &checkpoint).await.map(|_| ())
     }
 
+    async fn freeze(&self, container_id: &str, freeze: bool) -> Result<(), RuntimeError> {
+        let op = if freeze { "pause" } else { "resume" };
+        if !freeze {
+            self.set_frozen(container_id, false).await?;
+        }
+        self.output(
+            op,
+            &FreezeOpts {
+                freeze,
+                container_id,
+            },
+        )
+        .await?;
+        if freeze {
+            self.set_frozen(container_id, true).await?;
+        }
+        Ok(())
+    }
+
     async fn delete(&self, container_id: &str, force: bool) -> Result<(), RuntimeError> {
+        self.thaw(container_id).await;
         self.remove("delete", container_id, force, false).await
     }
 
     async fn discard(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.thaw(container_id).await;
         self.remove("discard", container_id, true, true).await
     }
 
@@ -340,6 +483,8 @@ impl Runtime for Runsc {
     }
 
     async fn usage(&self, container_id: &str) -> Result<u64, RuntimeError> {
+        // Asked of a paused actor before its suspend, which thaws it anyway.
+        self.thaw(container_id).await;
         let out = self.output("usage", &UsageOpts { container_id }).await?;
         parse_usage(&out)
     }
@@ -425,6 +570,18 @@ impl Runtime for Runsc {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
+    }
+
+    async fn exec(&self, spec: &ExecSpec) -> Result<ExecChild, RuntimeError> {
+        self.exec_inner(spec).await
+    }
+
+    async fn kill_process(&self, container_id: &str, pid: i32) -> Result<(), RuntimeError> {
+        self.kill_process_inner(container_id, pid).await
+    }
+
+    fn end_stale_execs(&self) -> usize {
+        host::end_stale(&self.config.root, "exec")
     }
 
     fn shutdown(&self) {

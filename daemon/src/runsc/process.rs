@@ -60,6 +60,18 @@ impl RunscConfig {
     /// (through `nice`), for cleanup that must not slow a lifecycle step
     /// beside it.
     pub(super) fn command(&self, binary: &Path, args: &[String], idle: bool) -> Command {
+        self.command_on(binary, args, idle, None)
+    }
+
+    /// [`RunscConfig::command`] with `--network=<network>` instead of the
+    /// configured one.
+    pub(super) fn command_on(
+        &self,
+        binary: &Path,
+        args: &[String],
+        idle: bool,
+        network: Option<&str>,
+    ) -> Command {
         let mut cmd = if idle {
             let mut c = Command::new("nice");
             c.args(["-n", "19"]).arg(binary);
@@ -71,9 +83,13 @@ impl RunscConfig {
         // runsc too), so that the next daemon finds what this one left
         // running by something it controls, not by parsing command lines.
         let op = args.first().map(String::as_str).unwrap_or_default();
+        let mut global = self.global();
+        if let Some(n) = network {
+            global.network = n;
+        }
         cmd.env(MARK_ROOT, &self.root)
             .env(MARK_OP, op)
-            .args(self.global().args())
+            .args(global.args())
             .args(args)
             .stdin(Stdio::null())
             // Own process group: a Ctrl-C meant for the daemon's terminal
@@ -192,7 +208,15 @@ impl Runsc {
             }
             .args(),
         };
-        let mut cmd = self.config.command(&binary, &args, false);
+        let mut cmd = if spec.sandbox_network {
+            let mut cmd = self
+                .config
+                .command_on(&binary, &args, false, Some("sandbox"));
+            mask_proc_sys_net(&mut cmd);
+            cmd
+        } else {
+            self.config.command(&binary, &args, false)
+        };
         let stderr = log.try_clone().map_err(RuntimeError::io("actor log"))?;
         cmd.stdout(log).stderr(stderr);
         let mark = self.reaper.mark();
@@ -306,6 +330,47 @@ impl Runsc {
     }
 }
 
+/// Runs `cmd` in a private mount namespace with a tmpfs over
+/// `/proc/sys/net`. This runsc refuses `--network=sandbox` when it thinks
+/// it runs in the host's network namespace, and it decides that by finding
+/// `/proc/sys/net/core/rmem_default`, which every namespace has on newer
+/// kernels; hiding it (only it: the sentry reads other `/proc/sys` files)
+/// lets the sandbox start in the actor's namespace. The sandbox and gofer
+/// inherit the namespace; nothing of the host's mounts changes.
+fn mask_proc_sys_net(cmd: &mut Command) {
+    // SAFETY: only system calls run between fork and exec (unshare and
+    // mount, with static strings: nothing allocates).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let none = c"none".as_ptr();
+            if libc::mount(
+                none,
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::mount(
+                none,
+                c"/proc/sys/net".as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -412,6 +477,7 @@ mod tests {
             network: "none".into(),
             overlay: "root:memory".into(),
             timeout: Duration::from_secs(300),
+            freezer: None,
         }
     }
 

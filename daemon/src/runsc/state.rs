@@ -27,6 +27,11 @@ impl ContainerState {
     pub(crate) fn is_running(&self) -> bool {
         self.status == ContainerStatus::Running && self.pid > 0
     }
+
+    /// True when the sandbox is frozen by `runsc pause` (it lives on).
+    pub(crate) fn is_paused(&self) -> bool {
+        self.status == ContainerStatus::Paused && self.pid > 0
+    }
 }
 
 /// The status word of a container in runsc's JSON. A word this daemon does

@@ -4,14 +4,21 @@
 use super::*;
 
 impl<R: Runtime> ActorService<R> {
-    /// `DELETE /v1/actors/{id}`.
+    /// `DELETE /v1/actors/{id}`: also its snapshots in the remote store.
     pub(crate) async fn delete(&self, id: &str) -> Result<()> {
-        self.measured(Op::Delete.as_str(), id, self.delete_inner(id))
+        self.measured(Op::Delete.as_str(), id, self.delete_inner(id, false))
             .await
     }
 
-    async fn delete_inner(&self, id: &str) -> Result<()> {
+    /// `DELETE /v1/actors/{id}?keepRemote=true`: its remote snapshots stay.
+    pub(crate) async fn delete_keeping_remote(&self, id: &str) -> Result<()> {
+        self.measured(Op::Delete.as_str(), id, self.delete_inner(id, true))
+            .await
+    }
+
+    async fn delete_inner(&self, id: &str, keep_remote: bool) -> Result<()> {
         let (step, rec) = self.begin_step(id, Op::Delete).await?;
+        self.kill_execs(id, EXEC_KILL_WAIT).await;
         // The current sandbox must go first: if that fails, nothing changes.
         if let Some(c) = &rec.container {
             self.runtime
@@ -34,15 +41,45 @@ impl<R: Runtime> ActorService<R> {
                 tracing::warn!(actor = %id, container = %last, error = %e, "tidying runsc state");
             }
         }
+        // What runsc left of its sandboxes' cgroups (runsc removes a
+        // cgroup at its delete; one that failed, or a sandbox that died
+        // with the daemon down, leaves it).
+        self.remove_actor_cgroups(id);
         self.store.remove(id, rec.status, "deleted").await?;
         self.unrecovered_ids().remove(id);
         tracing::info!(actor = %id, op = "delete", "actor deleted");
         self.remove_files(id).await;
+        self.forget_network(id).await;
+        if !keep_remote {
+            self.delete_remote_copies(&rec).await;
+        }
         // While still holding the lock: the count then tells whether
         // anyone else waits for it.
         self.locks.forget(id);
         drop(step);
         Ok(())
+    }
+
+    /// A deleted actor's network goes: its published ports, its veth and
+    /// files (its address went with the record), and the node's bridge
+    /// and table with the last bridged actor. Failures are logged: a
+    /// restart removes what is left.
+    async fn forget_network(&self, id: &str) {
+        let Some(net) = &self.network else { return };
+        if let Err(e) = net.forget(id).await {
+            tracing::warn!(actor = %id, error = %e, "removing a deleted actor's network");
+        }
+        let store = &self.store;
+        let bridged = || {
+            store
+                .summaries()
+                .iter()
+                .filter(|(_, s)| s.network == NetworkMode::Bridge)
+                .count()
+        };
+        if let Err(e) = net.release_node_if_unused(bridged).await {
+            tracing::warn!(error = %e, "removing the actor network");
+        }
     }
 
     /// Removes a deleted actor's files (snapshots may be gigabytes: off the

@@ -72,6 +72,30 @@ pub(crate) enum ServiceError {
     /// The bundle could not be built.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// A published port cannot be bound.
+    #[error("{0}")]
+    PortTaken(String),
+    /// The network layer failed (or the subnet is full).
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    /// A body over its limit (a snapshot import).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A snapshot needs what this node does not offer (runsc version or
+    /// flags, the image): every mismatch named.
+    #[error("{0}")]
+    Preflight(String),
+    /// The actor holds TCP connections a checkpoint cannot save (see
+    /// `network::conntrack`): suspending now would kill it.
+    #[error("{0}")]
+    ConnectionsOpen(String),
+    /// An exec cannot run now (the actor is not RUNNING, or runs the most
+    /// execs allowed), or a suspend meets running execs.
+    #[error("{0}")]
+    ExecRefused(String),
+    /// A readiness probe did not pass.
+    #[error("{0}")]
+    NotReady(String),
     /// Something else failed.
     #[error("{0}")]
     Internal(String),

@@ -17,16 +17,19 @@ use std::time::{Duration, Instant};
 
 use atelet_api::validate::ValidationError;
 use atelet_api::{
-    validate_actor_id, validate_create, Actor, ActorStatus, CreateActorRequest, Event, Health,
-    Image, Op, Quarantined,
+    validate_actor_id, validate_create, Actor, ActorStats, ActorStatus, CreateActorRequest, Event,
+    Health, Image, NetworkMode, Op, Quarantined, SandboxResources,
 };
-use tokio::sync::{broadcast, oneshot, RwLock};
+use tokio::sync::{broadcast, mpsc, oneshot, RwLock};
 
-use crate::bundle::{BundleBuilder, BundleError, BundleInput};
+use crate::bundle::{BundleBuilder, BundleError, BundleInput, BundleNetwork, Placement};
+use crate::cgroups::Cgroups;
 use crate::fsutil::{remove_dir_if_exists, sha256_hex};
 use crate::images::{ImageError, ImageStore, ResolvedImage};
 use crate::locks::KeyedLocks;
 use crate::metrics::{Metrics, StatusLabels};
+use crate::network::probe::Readiness;
+use crate::network::{Attachment, Network};
 use crate::policy::{AdmissionPolicy, PolicyViolation};
 use crate::runsc::{ExitOutcome, LaunchSpec, Runtime, RuntimeError};
 use crate::snapshots::{SnapshotError, SnapshotStore, TMP_PREFIX};
@@ -49,6 +52,21 @@ pub(crate) struct ServiceConfig {
     pub metrics: Arc<Metrics>,
     /// What specs may ask of this node.
     pub policy: AdmissionPolicy,
+    /// Actor networks; `None` (unit tests of the state machine) makes every
+    /// actor's mode `none`, and a spec asking for `bridge` is refused.
+    pub network: Option<Arc<Network>>,
+    /// The remote snapshot store, if the node has one.
+    pub remote: Option<Arc<crate::remote::Remote>>,
+    /// Keys that sign this node's manifests and that it trusts.
+    pub trust: Arc<crate::trust::Trust>,
+    /// Where sandboxes' cgroups go, and where their usage is read.
+    pub cgroups: Arc<Cgroups>,
+    /// Registry credentials and TLS settings.
+    pub registries: crate::images::registry::Registries,
+    /// Execs one actor may run at once (`[limits] max_execs_per_actor`).
+    pub max_execs_per_actor: usize,
+    /// Idle and memory-pressure policies (`[tiering]`).
+    pub tiering: TieringConfig,
 }
 
 /// What a lifecycle step holds while it runs: a place in the shutdown gate
@@ -95,10 +113,40 @@ pub(crate) struct ActorService<R: Runtime> {
     admission: tokio::sync::Mutex<()>,
     /// This state dir's suffix of container ids (see [`container_id`]).
     node: String,
+    /// Actor networks (see [`ServiceConfig::network`]).
+    network: Option<Arc<Network>>,
+    /// The remote snapshot store (see `upload`).
+    remote: Option<Arc<crate::remote::Remote>>,
+    /// Signing and trusted keys (see `crate::trust`).
+    trust: Arc<crate::trust::Trust>,
+    /// The upload worker's queue, once started.
+    upload_queue: std::sync::OnceLock<mpsc::UnboundedSender<(String, String)>>,
+    /// The end of each round of an upload, for `?wait=uploaded`.
+    upload_done: broadcast::Sender<upload::UploadDone>,
     /// Actors that recovery could not yet reconcile because runsc could
     /// not list its containers at start: their lifecycle steps answer 503
     /// until [`ActorService::reconcile_deferred`] has settled them.
     unrecovered: std::sync::Mutex<HashSet<String>>,
+    /// Sandboxes' cgroups (see `crate::cgroups`).
+    cgroups: Arc<Cgroups>,
+    /// Memory limits of starts and resumes in flight, by actor (see
+    /// `limits::MemoryReservation`).
+    memory_reserved: limits::Reserved,
+    /// Serialises scrapes: the per-actor families are cleared and refilled.
+    scrape: std::sync::Mutex<()>,
+    /// The running execs (see `exec`).
+    execs: exec::Execs,
+    /// Process files and sandbox pids of running execs, one dir per
+    /// container.
+    execs_dir: PathBuf,
+    /// See [`ServiceConfig::max_execs_per_actor`].
+    max_execs: usize,
+    /// See [`ServiceConfig::tiering`].
+    tiering: TieringConfig,
+    /// What the tiering passes saw of each actor (see `tiering`).
+    activity: tiering::ActivityMap,
+    /// Asks for a tiering pass now (after a pause).
+    tiering_wake: tokio::sync::Notify,
 }
 
 impl<R: Runtime> std::fmt::Debug for ActorService<R> {
@@ -121,7 +169,8 @@ impl<R: Runtime> ActorService<R> {
             store,
             runtime,
             bundles: BundleBuilder::new(dir("bundles")?),
-            images: ImageStore::open(config.state_dir.join("images"))?,
+            images: ImageStore::open(config.state_dir.join("images"))?
+                .with_registries(config.registries.clone()),
             snapshots: SnapshotStore::new(dir("snapshots")?),
             logs_dir: dir("logs")?,
             volumes_dir: dir("volumes")?,
@@ -133,9 +182,23 @@ impl<R: Runtime> ActorService<R> {
             reserved_space: Arc::new(AtomicU64::new(0)),
             metrics: config.metrics,
             policy: config.policy,
+            network: config.network,
+            remote: config.remote,
+            trust: config.trust,
+            upload_queue: std::sync::OnceLock::new(),
+            upload_done: broadcast::channel(64).0,
             admission: tokio::sync::Mutex::new(()),
             node: node_id(&config.state_dir)?,
             unrecovered: std::sync::Mutex::new(HashSet::new()),
+            cgroups: config.cgroups,
+            memory_reserved: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            scrape: std::sync::Mutex::new(()),
+            execs: exec::Execs::default(),
+            execs_dir: dir("execs")?,
+            max_execs: config.max_execs_per_actor.max(1),
+            tiering: config.tiering,
+            activity: std::sync::Mutex::new(HashMap::new()),
+            tiering_wake: tokio::sync::Notify::new(),
         }))
     }
 
@@ -236,7 +299,7 @@ impl<R: Runtime> ActorService<R> {
 
     /// One actor.
     pub(crate) fn get(&self, id: &str) -> Result<Actor> {
-        Ok(self.record(id)?.to_api())
+        Ok(self.view(&self.record(id)?))
     }
 
     /// Visits the actors (optionally only those with `status`) in id order
@@ -249,7 +312,7 @@ impl<R: Runtime> ActorService<R> {
     ) -> Result<()> {
         Ok(self.store.for_each(|r| {
             if status.is_none_or(|s| r.status == s) {
-                visit(r.to_api())
+                visit(self.view(&r))
             } else {
                 true
             }
@@ -279,6 +342,13 @@ impl<R: Runtime> ActorService<R> {
                 count: quarantined.len() as u64,
                 ids: quarantined.to_vec(),
             }),
+            network: self.network.as_ref().map(|net| atelet_api::NetworkHealth {
+                default_mode: net.config().default_mode,
+                bridge: net.config().bridge.clone(),
+                subnet: net.config().subnet.to_string(),
+                addresses_in_use: self.store.ips_held() as u64,
+                published_ports: net.ports.bound_ports(),
+            }),
         })
     }
 
@@ -304,6 +374,7 @@ impl<R: Runtime> ActorService<R> {
             Op::Start => self.start(id).await.map(Some),
             Op::Suspend => self.suspend(id).await.map(Some),
             Op::Resume => self.resume(id).await.map(Some),
+            Op::Pause => self.pause(id).await.map(Some),
             Op::Stop => self.stop(id).await.map(Some),
             Op::Delete => self.delete(id).await.map(|()| None),
         }
@@ -317,6 +388,9 @@ impl<R: Runtime> ActorService<R> {
 
     async fn start_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
         let (_step, mut rec) = self.begin_step(id, Op::Start).await?;
+        // Before anything changes: a refusal leaves the actor as it was.
+        let reservation =
+            self.reserve_memory(id, SandboxResources::of(&rec.spec).limits.memory_bytes)?;
         // A FAILED actor may still have on record a half-made sandbox that
         // could not be removed when its step failed: it goes first, or it
         // would run on unknown to the record.
@@ -333,17 +407,21 @@ impl<R: Runtime> ActorService<R> {
             rec.container = None;
             self.store.save(&rec, None).await?;
         }
-        self.start_locked(&mut rec, "start", None).await?;
+        self.start_locked(&mut rec, "start", None, reservation)
+            .await?;
         Ok(rec.to_api())
     }
 
     /// Boots `rec` from its image; `image` is the one create already
     /// resolved, else it is resolved again, under the policy in force now.
+    /// `_memory` is the actor's admission under `max_memory_commit`, held
+    /// until its status says it holds a sandbox.
     async fn start_locked(
         self: &Arc<Self>,
         rec: &mut ActorRecord,
         op: &'static str,
         image: Option<ResolvedImage>,
+        _memory: limits::MemoryReservation,
     ) -> Result<()> {
         let t0 = Instant::now();
         let version = self.runtime.ensure_available().map_err(runtime_err(op))?;
@@ -353,7 +431,16 @@ impl<R: Runtime> ActorService<R> {
                 let reference = &rec.spec.containers[0].image;
                 self.policy
                     .check_image("spec.containers[0].image", reference)?;
-                self.images.resolve(reference).await?
+                // A registry image stays at the digest the actor was
+                // created with; a local one is read again as it is now.
+                if atelet_api::ImageRef::parse(reference).is_ok_and(|r| r.registry_host().is_some())
+                {
+                    self.images
+                        .resolve_recorded(reference, rec.image_digest.as_deref())
+                        .await?
+                } else {
+                    self.images.resolve(reference).await?
+                }
             }
         };
         rec.image_digest = image.digest.clone();
@@ -376,6 +463,17 @@ impl<R: Runtime> ActorService<R> {
             .await?;
             return Err(e);
         }
+        if let Err(e) = self.await_ready(rec).await {
+            // The sandbox goes: an actor that never became ready is FAILED,
+            // not RUNNING unannounced.
+            self.end_unready(rec).await;
+            self.transition(rec, ActorStatus::Failed, "not ready", e.to_string())
+                .await?;
+            return Err(e);
+        }
+        self.serve(rec);
+        rec.last_active_at = Some(now_rfc3339());
+        self.note_busy(&rec.id);
         self.transition(rec, ActorStatus::Running, "started", "")
             .await?;
         tracing::info!(actor = %rec.id, op, duration_ms = t0.elapsed().as_millis() as u64, "started");
@@ -397,11 +495,39 @@ impl<R: Runtime> ActorService<R> {
         rec.exit_code = None;
         self.transition(rec, launch.status, launch.reason, launch.message)
             .await?;
-        let spec = self.launch_spec(&rec.id, &cid, launch.bundle);
+        // This incarnation's own cgroup, with the limits on record now.
+        // runsc would take a cgroup left by an earlier sandbox of the same
+        // name as it is, without the limits: it must not exist.
+        if let Err(e) = self.cgroups.remove(&cid) {
+            rec.container = None;
+            return Err(ServiceError::Internal(format!(
+                "the cgroup {cid} of an earlier sandbox is still in use ({e}); \
+                 the actor would run without its limits"
+            )));
+        }
+        let placement = Placement {
+            cgroups_path: self.cgroups.path_of(&cid),
+            resources: SandboxResources::of(&rec.spec),
+        };
+        if let Err(e) = self.bundles.place(&rec.id, &placement) {
+            rec.container = None;
+            return Err(e.into());
+        }
+        let spec = self.launch_spec(rec, &cid, launch.bundle);
+        // Held until runsc has started the sandbox, which then holds the
+        // namespace itself.
+        let attachment = match self.attach_network(rec).await {
+            Ok(a) => a,
+            Err(e) => {
+                rec.container = None;
+                return Err(e);
+            }
+        };
         let launched = match launch.image_dir {
             None => self.runtime.run(&spec).await,
             Some(dir) => self.runtime.restore(&spec, dir).await,
         };
+        drop(attachment);
         match launched {
             Ok(l) => {
                 if let Some(c) = rec.container.as_mut() {
@@ -411,6 +537,7 @@ impl<R: Runtime> ActorService<R> {
                 Ok(())
             }
             Err(e) => {
+                self.detach_network(&rec.id).await;
                 // The half-made container goes; if even that fails, the
                 // record keeps it, so that stop, delete or recovery can end
                 // it rather than a sandbox running unknown to the record.
@@ -440,6 +567,9 @@ impl<R: Runtime> ActorService<R> {
         if rec.status == ActorStatus::Failed && rec.container.is_none() {
             return Err(transition_error(Op::Stop, &rec));
         }
+        // Their clients would otherwise wait on a sandbox that is gone.
+        self.kill_execs(id, EXEC_KILL_WAIT).await;
+        self.forget_activity(id);
         if let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) {
             self.runtime
                 .ensure_available()
@@ -452,8 +582,13 @@ impl<R: Runtime> ActorService<R> {
                 return Err(runtime_err(format!("stopping actor {id}"))(e));
             }
             rec.container = None;
+            self.detach_network(id).await;
         }
         rec.pending = None;
+        if let Some(net) = &self.network {
+            // A suspended actor's ports were waking: now they are closed.
+            net.ports.set_target(id, None);
+        }
         let message = if rec.status == ActorStatus::Suspended {
             "stopped by request; snapshots kept"
         } else {
@@ -505,16 +640,120 @@ impl<R: Runtime> ActorService<R> {
                 .set(counts.get(&status).copied().unwrap_or(0) as i64);
         }
         self.metrics.snapshot_bytes.set(snapshot_bytes as i64);
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        // Only running actors: a gone sandbox's series ends with it.
+        self.metrics.actor_cpu_seconds.clear();
+        self.metrics.actor_memory_bytes.clear();
+        for (actor, usage) in self.running_usage() {
+            let labels = crate::metrics::ActorLabels { actor };
+            if let Some(cpu) = usage.cpu_seconds {
+                self.metrics
+                    .actor_cpu_seconds
+                    .get_or_create(&labels)
+                    .inc_by(cpu);
+            }
+            if let Some(mem) = usage.memory_bytes {
+                self.metrics
+                    .actor_memory_bytes
+                    .get_or_create(&labels)
+                    .set(i64::try_from(mem).unwrap_or(i64::MAX));
+            }
+        }
         self.metrics
             .encode()
             .map_err(|e| ServiceError::Internal(format!("encoding metrics: {e}")))
     }
 
-    fn launch_spec(&self, id: &str, cid: &str, bundle: PathBuf) -> LaunchSpec {
+    fn launch_spec(&self, rec: &ActorRecord, cid: &str, bundle: PathBuf) -> LaunchSpec {
         LaunchSpec {
             container_id: cid.to_string(),
             bundle,
-            log_path: self.log_path(id),
+            log_path: self.log_path(&rec.id),
+            sandbox_network: rec.network.mode == NetworkMode::Bridge,
+        }
+    }
+
+    /// The network layer and the address of a bridged actor.
+    fn bridged(&self, rec: &ActorRecord) -> Result<Option<(&Network, std::net::Ipv4Addr)>> {
+        if rec.network.mode != NetworkMode::Bridge {
+            return Ok(None);
+        }
+        match (&self.network, rec.network.ip) {
+            (Some(net), Some(ip)) => Ok(Some((net, ip))),
+            (None, _) => Err(ServiceError::Unavailable(format!(
+                "actor {} has a bridged network, but networking is not set up on this daemon",
+                rec.id
+            ))),
+            (Some(_), None) => Err(ServiceError::Internal(format!(
+                "actor {} has a bridged network but no address on record",
+                rec.id
+            ))),
+        }
+    }
+
+    /// Builds a bridged actor's network for a launch (see
+    /// [`Network::attach`]); `None` for other actors.
+    async fn attach_network(&self, rec: &ActorRecord) -> Result<Option<Attachment>> {
+        let Some((net, ip)) = self.bridged(rec)? else {
+            return Ok(None);
+        };
+        Ok(Some(net.attach(&rec.id, ip).await?))
+    }
+
+    /// An actor's sandbox is gone or going: its published ports close new
+    /// connections and its veth goes. Failures are logged: what is left,
+    /// the next launch or a restart removes.
+    pub(super) async fn detach_network(&self, id: &str) {
+        if let Some(net) = &self.network {
+            net.ports.set_target(id, None);
+            if let Err(e) = net.detach(id).await {
+                tracing::warn!(actor = %id, error = %e, "removing the actor's veth");
+            }
+        }
+    }
+
+    /// Waits for a freshly launched sandbox's readiness probe, if its
+    /// container has one.
+    async fn await_ready(&self, rec: &ActorRecord) -> Result<()> {
+        let Some(probe) = rec
+            .spec
+            .containers
+            .first()
+            .and_then(|c| c.readiness_probe.as_ref())
+        else {
+            return Ok(());
+        };
+        let Some((_, ip)) = self.bridged(rec)? else {
+            return Ok(());
+        };
+        let readiness = Readiness::from_api(probe);
+        let t0 = Instant::now();
+        readiness
+            .wait_ready(std::net::IpAddr::V4(ip))
+            .await
+            .map_err(|e| ServiceError::NotReady(format!("actor {}: {e}", rec.id)))?;
+        tracing::info!(actor = %rec.id, probe = %readiness.describe(), waited_ms = t0.elapsed().as_millis() as u64, "ready");
+        Ok(())
+    }
+
+    /// Removes a sandbox that did not become ready (the record keeps it
+    /// if even that fails, for stop, delete or recovery to end).
+    async fn end_unready(&self, rec: &mut ActorRecord) {
+        if let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) {
+            match self.runtime.delete(&cid, true).await {
+                Ok(()) => rec.container = None,
+                Err(e) => {
+                    tracing::error!(actor = %rec.id, container = %cid, error = %e, "could not remove a sandbox that did not become ready")
+                }
+            }
+        }
+        self.detach_network(&rec.id).await;
+    }
+
+    /// A running, ready actor's published ports forward to it.
+    fn serve(&self, rec: &ActorRecord) {
+        if let (Some(net), Some(ip)) = (&self.network, rec.network.ip) {
+            net.ports.set_target(&rec.id, Some(ip));
         }
     }
 
@@ -534,9 +773,20 @@ impl<R: Runtime> ActorService<R> {
             rootfs: &image.rootfs,
             image: &image.config,
             volumes: &volumes,
+            network: match self.bridged(rec)? {
+                Some((net, ip)) => Some(BundleNetwork {
+                    netns: net.netns_path(&rec.id),
+                    files: net.write_files(&rec.id, ip)?,
+                }),
+                None => None,
+            },
         })?)
     }
 }
+
+/// How long stop and delete wait for the execs they kill to end (the
+/// sandbox's removal ends what is left).
+const EXEC_KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// runsc container id of one incarnation: `<actor>_<n>.<node>`. `_` cannot
 /// occur in an actor id, so an actor's ids never collide with another's;
@@ -549,7 +799,7 @@ pub(crate) fn container_id(actor_id: &str, incarnation: u64, node: &str) -> Stri
 
 /// The random id of a state dir, made at its first use and kept in
 /// `<state>/node-id`.
-fn node_id(state_dir: &std::path::Path) -> Result<String> {
+pub(crate) fn node_id(state_dir: &std::path::Path) -> Result<String> {
     let path = state_dir.join("node-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim().to_string();
@@ -576,15 +826,23 @@ mod create;
 mod delete;
 mod error;
 mod events;
+mod exec;
 mod images;
+mod limits;
 mod logs;
+mod pause;
+mod portable;
 mod recovery;
 mod supervision;
 mod suspend;
 #[cfg(test)]
 mod tests;
+mod tiering;
+mod upload;
 
 pub(crate) use error::ServiceError;
 use error::{runtime_err, snapshot_err, transition_error, Result};
+pub(crate) use exec::{ExecInput, ExecOutput, ExecSession, HangUp, DEFAULT_MAX_EXECS};
 use logs::rotated;
 pub(crate) use recovery::RECOVERY_RETRY;
+pub(crate) use tiering::{TieringConfig, DEFAULT_IDLE_CPU_MILLICORES, DEFAULT_TIERING_INTERVAL};

@@ -32,6 +32,9 @@ pub(crate) struct ReconcileReport {
     pub deferred: usize,
     /// `runsc list` failed: unknown containers are not swept yet.
     pub list_failed: bool,
+    /// Cgroups of this node's sandboxes that neither runsc nor a record
+    /// names any more, removed.
+    pub removed_cgroups: Vec<String>,
 }
 
 /// How long recovery waits for a sandbox that a completed checkpoint is
@@ -82,7 +85,80 @@ impl<R: Runtime> ActorService<R> {
             }
         }
         self.remove_orphan_dirs(&mut report)?;
+        self.recover_network().await;
         Ok(report)
+    }
+
+    /// After the actors are settled: published ports are bound again
+    /// (forwarding to the actors that run), the node bridge and table set
+    /// up again while bridged actors exist, and veths on the bridge that
+    /// no running actor owns (a crash between building a network and
+    /// starting its sandbox) removed. Failures are logged; the actors are
+    /// served either way.
+    async fn recover_network(&self) {
+        let Some(net) = &self.network else { return };
+        let records = match self.store.list() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "recovering actor networks: cannot read the records");
+                return;
+            }
+        };
+        // Actors whose records are in quarantine keep what they hold: their
+        // sandboxes may run on (recovery leaves them alone).
+        let holders = self.store.ip_holders();
+        let mut keep: HashSet<String> = self
+            .store
+            .quarantined()
+            .iter()
+            .filter(|q| holders.contains(q.as_str()))
+            .cloned()
+            .collect();
+        let mut bridged = keep.len();
+        for rec in records
+            .iter()
+            .filter(|r| r.network.mode == NetworkMode::Bridge)
+        {
+            bridged += 1;
+            // A sandbox on record (running, or being settled by a deferred
+            // recovery) keeps its veth.
+            if rec.container.is_some() {
+                keep.insert(rec.id.clone());
+            }
+            if let Err(e) = net
+                .ports
+                .publish(&rec.id, &create::published_ports(&rec.spec))
+            {
+                tracing::error!(actor = %rec.id, error = %e, "cannot publish the actor's ports again");
+            }
+            let pid = rec.container.as_ref().and_then(|c| c.pid);
+            match (rec.status, pid) {
+                (ActorStatus::Running, Some(pid)) => {
+                    keep.insert(rec.id.clone());
+                    self.serve(rec);
+                    if let Err(e) = net.adopt(&rec.id, pid) {
+                        tracing::warn!(actor = %rec.id, error = %e, "linking the actor's namespace");
+                    }
+                }
+                (
+                    ActorStatus::Paused | ActorStatus::Pausing | ActorStatus::Unpausing,
+                    Some(pid),
+                ) => {
+                    keep.insert(rec.id.clone());
+                    self.rest_ports(rec);
+                    if let Err(e) = net.adopt(&rec.id, pid) {
+                        tracing::warn!(actor = %rec.id, error = %e, "linking the actor's namespace");
+                    }
+                }
+                (ActorStatus::Suspended, _) => self.rest_ports(rec),
+                _ => {}
+            }
+        }
+        match net.recover(&keep, bridged).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(removed = n, "removed veths of actors without a sandbox"),
+            Err(e) => tracing::error!(error = %e, "recovering the actor network"),
+        }
     }
 
     /// Settles the actors `ids` against the runsc containers `containers`
@@ -113,7 +189,7 @@ impl<R: Runtime> ActorService<R> {
                 .into_iter()
                 .filter_map(|r| r.container.map(|c| c.id)),
         );
-        for c in containers {
+        for c in containers.iter().cloned() {
             if known.contains(&c.id) {
                 continue;
             }
@@ -146,6 +222,12 @@ impl<R: Runtime> ActorService<R> {
             }
             report.removed_containers.push(c.id);
         }
+        let listed: HashSet<String> = containers
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|id| !report.removed_containers.contains(id))
+            .collect();
+        report.removed_cgroups = self.sweep_cgroups(&listed)?;
         Ok(())
     }
 
@@ -174,21 +256,22 @@ impl<R: Runtime> ActorService<R> {
                 continue;
             };
             let running = match (&rec.container, containers) {
-                (None, _) => None,
+                (None, _) => Sandbox::Gone,
                 (Some(c), Some(list)) => {
                     known.insert(c.id.clone());
                     list.iter()
                         .find(|s| s.id == c.id)
-                        .filter(|s| s.is_running())
-                        .map(|s| s.pid)
+                        .map_or(Sandbox::Gone, sandbox_of)
                 }
                 (Some(c), None) => match self.runtime.state(&c.id).await {
-                    Ok(Some(state)) => state.is_running().then_some(state.pid),
+                    Ok(Some(state)) => sandbox_of(&state),
                     // "Not found" is read from runsc's words, which a
                     // broken runsc may say of itself: believe it only
                     // of a sandbox whose process is gone too (a start cut
                     // short before the pid was known waits for the list).
-                    Ok(None) if c.pid.is_some_and(|pid| !crate::runsc::pid_alive(pid)) => None,
+                    Ok(None) if c.pid.is_some_and(|pid| !crate::runsc::pid_alive(pid)) => {
+                        Sandbox::Gone
+                    }
                     Ok(None) => continue,
                     Err(e) => {
                         tracing::debug!(actor = %id, error = %e, "runsc cannot tell the actor's state yet");
@@ -290,13 +373,13 @@ impl<R: Runtime> ActorService<R> {
     pub(super) async fn reconcile_one(
         self: &Arc<Self>,
         mut rec: ActorRecord,
-        running: Option<i32>,
+        running: Sandbox,
         report: &mut ReconcileReport,
     ) -> Result<()> {
         let id = rec.id.clone();
         let before = rec.status;
         let cid = rec.container.as_ref().map(|c| c.id.clone());
-        let mut observed = self.observe(&rec, running.map_or(Sandbox::Gone, Sandbox::Running));
+        let mut observed = self.observe(&rec, running);
         let recovery = loop {
             match plan(&rec, &observed) {
                 Recovery::WaitWindDown { pid } => {
@@ -328,14 +411,53 @@ impl<R: Runtime> ActorService<R> {
 
     /// What the disk shows of `rec`'s pending snapshot, beside `sandbox`
     /// from runsc: what [`plan()`] decides on.
+    /// Adopts the sandbox `pid` of `rec` as `status` (RUNNING or PAUSED;
+    /// recorded with `message` when that changes the status): nothing is
+    /// in flight any more, its ports serve or wake, and it is watched again.
+    async fn adopt_as(
+        self: &Arc<Self>,
+        rec: &mut ActorRecord,
+        cid: Option<&str>,
+        pid: i32,
+        status: ActorStatus,
+        message: Option<String>,
+    ) -> Result<()> {
+        let id = rec.id.clone();
+        if let Some(c) = rec.container.as_mut() {
+            c.pid = Some(pid);
+        }
+        rec.pending = None;
+        if let Some(p) = rec.pending_snapshot.take() {
+            let _ = self.snapshots.remove(&id, &format!("{TMP_PREFIX}{p}"));
+        }
+        match message {
+            None => self.store.save(rec, None).await?,
+            Some(message) => self.transition(rec, status, "recovery", message).await?,
+        }
+        if status == ActorStatus::Paused {
+            self.rest_ports(rec);
+            self.note_paused(&id);
+        } else {
+            self.serve(rec);
+            self.note_busy(&id);
+        }
+        if let Some(cid) = cid {
+            let exit = self.runtime.adopt(cid, pid);
+            self.watch_exit(id, cid.to_string(), exit);
+        }
+        Ok(())
+    }
+
     fn observe(&self, rec: &ActorRecord, sandbox: Sandbox) -> Observed {
         // Verifying reads the whole image: only where it decides something,
         // a SUSPENDING actor whose sandbox is gone or, after the wind-down
         // wait, still tearing down.
         let committed = match (&rec.pending_snapshot, rec.status, sandbox) {
-            (Some(p), ActorStatus::Suspending, Sandbox::Gone | Sandbox::StillRunning(_)) => {
-                self.recover_snapshot(&rec.id, p)
-            }
+            (
+                Some(p),
+                ActorStatus::Suspending,
+                Sandbox::Gone | Sandbox::StillRunning(_) | Sandbox::Paused(_),
+            ) => self.recover_snapshot(&rec.id, p),
             _ => None,
         };
         Observed {
@@ -389,24 +511,13 @@ impl<R: Runtime> ActorService<R> {
         let id = rec.id.clone();
         match recovery {
             Recovery::Adopt { pid, message } => {
-                if let Some(c) = rec.container.as_mut() {
-                    c.pid = Some(pid);
-                }
-                rec.pending = None;
-                if let Some(p) = rec.pending_snapshot.take() {
-                    let _ = self.snapshots.remove(&id, &format!("{TMP_PREFIX}{p}"));
-                }
-                match message {
-                    None => self.store.save(rec, None).await?,
-                    Some(message) => {
-                        self.transition(rec, ActorStatus::Running, "recovery", message)
-                            .await?
-                    }
-                }
-                if let Some(cid) = cid {
-                    let exit = self.runtime.adopt(cid, pid);
-                    self.watch_exit(id.clone(), cid.to_string(), exit);
-                }
+                self.adopt_as(rec, cid, pid, ActorStatus::Running, message)
+                    .await?;
+                report.adopted.push(id);
+            }
+            Recovery::AdoptPaused { pid, message } => {
+                self.adopt_as(rec, cid, pid, ActorStatus::Paused, message)
+                    .await?;
                 report.adopted.push(id);
             }
             Recovery::FinishStop { end_sandbox } => {
@@ -422,6 +533,12 @@ impl<R: Runtime> ActorService<R> {
                     .await?;
             }
             Recovery::MarkFailed { message } => {
+                // A sandbox the OOM killer ended while the daemon was down
+                // still has its cgroup (runsc delete comes after this).
+                let message = match cid.and_then(|c| self.oom_message(c, rec)) {
+                    Some(oom) => format!("{oom}; {message}"),
+                    None => message,
+                };
                 rec.container = None;
                 rec.pending = None;
                 rec.pending_snapshot = None;
@@ -532,6 +649,7 @@ impl<R: Runtime> ActorService<R> {
             created_at: manifest.created_at,
             size_bytes,
             runsc_version: manifest.runsc_version,
+            remote: None,
         })
     }
 
@@ -571,5 +689,16 @@ impl<R: Runtime> ActorService<R> {
             }
         }
         Ok(())
+    }
+}
+
+/// What runsc's state of a container says of its sandbox.
+fn sandbox_of(state: &ContainerState) -> Sandbox {
+    if state.is_running() {
+        Sandbox::Running(state.pid)
+    } else if state.is_paused() {
+        Sandbox::Paused(state.pid)
+    } else {
+        Sandbox::Gone
     }
 }

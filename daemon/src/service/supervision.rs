@@ -51,19 +51,29 @@ impl<R: Runtime> ActorService<R> {
             return Ok(());
         };
         let current = rec.container.as_ref().map(|c| c.id.as_str()) == Some(cid);
-        if rec.status != ActorStatus::Running || !current {
+        if !matches!(rec.status, ActorStatus::Running | ActorStatus::Paused) || !current {
             // The daemon stopped it (suspend, stop, delete): not news.
             return Ok(());
         }
         rec.container = None;
         rec.exit_code = outcome.code;
-        let to = if outcome.code == Some(0) {
+        self.forget_activity(id);
+        // Read before the runsc delete below removes the cgroup.
+        let oom = self.oom_message(cid, &rec);
+        let to = if outcome.code == Some(0) && oom.is_none() {
             ActorStatus::Stopped
         } else {
             ActorStatus::Failed
         };
-        self.transition(&mut rec, to, "exited", outcome.message)
-            .await?;
+        let message = match oom {
+            Some(oom) if outcome.message.is_empty() => oom,
+            Some(oom) => format!("{oom}; {}", outcome.message),
+            None => outcome.message,
+        };
+        self.transition(&mut rec, to, "exited", message).await?;
+        // Their processes died with the sandbox; their clients may not see it.
+        self.kill_execs(id, Duration::ZERO).await;
+        self.detach_network(id).await;
         self.cleanup_container(cid.to_string());
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! it, and bring an actor back from an uncommitted image when a commit
 //! fails.
 
+use super::pause::{Cause, Tier};
 use super::*;
 
 /// Below this much free space a suspend measures the sandbox first: the
@@ -21,16 +22,7 @@ pub(crate) fn space_check_below() -> u64 {
 
 /// `MemTotal` + `SwapTotal` of a `/proc/meminfo` text, in bytes.
 fn memory_and_swap(meminfo: &str) -> Option<u64> {
-    let field = |name: &str| -> Option<u64> {
-        let line = meminfo.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        kib.checked_mul(1024)
-    };
+    let field = |name: &str| crate::fsutil::meminfo_field(meminfo, name);
     field("MemTotal:")?.checked_add(field("SwapTotal:").unwrap_or(0))
 }
 
@@ -67,42 +59,91 @@ pub(super) fn spec_hash(rec: &ActorRecord) -> String {
 impl<R: Runtime> ActorService<R> {
     /// `POST /v1/actors/{id}/suspend`.
     pub(crate) async fn suspend(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured(Op::Suspend.as_str(), id, self.suspend_inner(id))
-            .await
+        self.suspend_with(id, false).await
     }
 
-    pub(super) async fn suspend_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
+    /// `POST /v1/actors/{id}/suspend[?force=true]`: `force` kills the
+    /// actor's running execs first; without it a suspend refuses while
+    /// any runs (see `exec`).
+    pub(crate) async fn suspend_with(self: &Arc<Self>, id: &str, force: bool) -> Result<Actor> {
+        self.suspend_because(id, force, Cause::Request).await
+    }
+
+    /// A suspend asked for by `cause` (its events give it as the reason).
+    pub(super) async fn suspend_because(
+        self: &Arc<Self>,
+        id: &str,
+        force: bool,
+        cause: Cause,
+    ) -> Result<Actor> {
+        self.measured(
+            Op::Suspend.as_str(),
+            id,
+            self.suspend_inner(id, force, cause),
+        )
+        .await
+    }
+
+    pub(super) async fn suspend_inner(
+        self: &Arc<Self>,
+        id: &str,
+        force: bool,
+        cause: Cause,
+    ) -> Result<Actor> {
         let t0 = Instant::now();
         let (_step, mut rec) = self.begin_step(id, Op::Suspend).await?;
+        // RUNNING or PAUSED: where a suspend that fails leaves it.
+        let from = rec.status;
         if rec.spec.containers.len() > 1 {
             return Err(ServiceError::NotSupported(format!(
                 "cannot suspend actor {id}: multi-container actors cannot be restored by this runsc"
             )));
         }
+        self.settle_execs_before("suspend", id, force).await?;
         let version = self
             .runtime
             .ensure_available()
             .map_err(runtime_err("suspend"))?;
         let Some(cid) = rec.container.as_ref().map(|c| c.id.clone()) else {
             return Err(ServiceError::Internal(format!(
-                "actor {id} is RUNNING but has no container on record"
+                "actor {id} is {from} but has no container on record"
             )));
         };
-        let _space = self.reserve_snapshot_space(id, &cid).await?;
+        // From here on its published ports take no new connection; every
+        // way out that leaves the actor as it was opens them again.
+        self.refuse_uncheckpointable_connections(&rec)?;
+        let _space = match self.reserve_snapshot_space(id, &cid).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.reopen_ports(&rec, from);
+                return Err(e);
+            }
+        };
         rec.snapshot_seq += 1;
         let snap_id = snapshot_id(rec.snapshot_seq);
         rec.pending_snapshot = Some(snap_id.clone());
-        self.transition(&mut rec, ActorStatus::Suspending, "suspend", "")
-            .await?;
+        if let Err(e) = self
+            .transition(
+                &mut rec,
+                ActorStatus::Suspending,
+                cause.reason("suspend"),
+                "",
+            )
+            .await
+        {
+            self.reopen_ports(&rec, from);
+            return Err(e);
+        }
 
         let pending = match self.snapshots.begin(id, &snap_id) {
             Ok(p) => p,
             Err(e) => {
                 rec.pending_snapshot = None;
                 let err = snapshot_err(format!("suspending actor {id}"))(e);
+                self.reopen_ports(&rec, from);
                 self.transition(
                     &mut rec,
-                    ActorStatus::Running,
+                    from,
                     "suspend failed",
                     format!("suspend failed: {err}"),
                 )
@@ -110,6 +151,11 @@ impl<R: Runtime> ActorService<R> {
                 return Err(err);
             }
         };
+        // New connections to its published ports are closed from here on:
+        // the checkpoint stops the sandbox.
+        if let Some(net) = &self.network {
+            net.ports.set_target(id, None);
+        }
         let t_ck = Instant::now();
         if let Err(e) = self.runtime.checkpoint(&cid, &pending.dir).await {
             let err = runtime_err(format!("suspending actor {id}"))(e);
@@ -118,20 +164,22 @@ impl<R: Runtime> ActorService<R> {
             // Only a definite answer counts as dead: if runsc cannot say,
             // the actor stays RUNNING and its exit watcher speaks later.
             let alive = match self.runtime.state(&cid).await {
-                Ok(Some(s)) => s.is_running(),
+                Ok(Some(s)) => s.is_running() || s.is_paused(),
                 Ok(None) => false,
                 Err(_) => true,
             };
             if alive {
+                self.reopen_ports(&rec, from);
                 self.transition(
                     &mut rec,
-                    ActorStatus::Running,
+                    from,
                     "suspend failed",
                     format!("suspend failed: {err}"),
                 )
                 .await?;
             } else {
                 rec.container = None;
+                self.detach_network(id).await;
                 self.transition(
                     &mut rec,
                     ActorStatus::Failed,
@@ -144,6 +192,11 @@ impl<R: Runtime> ActorService<R> {
             return Err(err);
         }
         let checkpoint_ms = t_ck.elapsed().as_millis() as u64;
+        // What the snapshot is of, for clones and other nodes; without it
+        // the snapshot still serves this actor.
+        if let Err(e) = self.snapshots.write_origin(&pending, &self.origin_of(&rec)) {
+            tracing::warn!(actor = %id, error = %e, "cannot write the snapshot's origin: only this actor can resume it");
+        }
 
         let spec_hash = spec_hash(&rec);
         let created_at = now_rfc3339();
@@ -183,18 +236,33 @@ impl<R: Runtime> ActorService<R> {
             created_at,
             size_bytes: committed.size_bytes,
             runsc_version: version,
+            remote: self.new_remote_copy(),
         });
-        let pruned: Vec<SnapshotRecord> =
-            if self.retention > 0 && rec.snapshots.len() > self.retention {
-                let n = rec.snapshots.len() - self.retention;
-                rec.snapshots.drain(..n).collect()
-            } else {
-                Vec::new()
-            };
+        // With a remote store, retention waits for the upload (`upload`).
+        let pruned: Vec<SnapshotRecord> = if self.remote.is_none()
+            && self.retention > 0
+            && rec.snapshots.len() > self.retention
+        {
+            let n = rec.snapshots.len() - self.retention;
+            rec.snapshots.drain(..n).collect()
+        } else {
+            Vec::new()
+        };
         rec.pending_snapshot = None;
         rec.container = None;
-        self.transition(&mut rec, ActorStatus::Suspended, "suspended", "")
-            .await?;
+        self.transition(
+            &mut rec,
+            ActorStatus::Suspended,
+            cause.reason("suspended"),
+            "",
+        )
+        .await?;
+        self.forget_activity(id);
+        // The namespace ends with the sandbox; the address stays the
+        // actor's, and the resume builds the network again around it.
+        self.detach_network(id).await;
+        self.rest_ports(&rec);
+        self.queue_upload(id, &committed.id);
         tracing::info!(actor = %id, op = "suspend", snapshot = %committed.id, bytes = committed.size_bytes,
             checkpoint_ms, duration_ms = t0.elapsed().as_millis() as u64, "suspended");
         // Off the response path: the checkpointed sandbox's runsc state
@@ -212,6 +280,50 @@ impl<R: Runtime> ActorService<R> {
             });
         }
         Ok(rec.to_api())
+    }
+
+    /// Opens the ports of an actor that a suspend leaves as it was
+    /// (`status`): forwarded while it runs, waking while it is paused.
+    fn reopen_ports(&self, rec: &ActorRecord, status: ActorStatus) {
+        if status == ActorStatus::Paused {
+            self.rest_ports(rec);
+        } else {
+            self.serve(rec);
+        }
+    }
+
+    /// Refuses the suspend of a bridged actor that holds TCP connections
+    /// this runsc cannot checkpoint (a refused checkpoint kills the
+    /// sandbox): the actor keeps running and the caller may retry. Its
+    /// published ports take no new connection while this looks, so that
+    /// none starts between the look and the checkpoint.
+    fn refuse_uncheckpointable_connections(&self, rec: &ActorRecord) -> Result<()> {
+        let (Some(net), Some(ip)) = (&self.network, rec.network.ip) else {
+            return Ok(());
+        };
+        net.ports.set_target(&rec.id, None);
+        let held = crate::network::conntrack::held(ip);
+        if held.is_empty() {
+            return Ok(());
+        }
+        self.reopen_ports(rec, rec.status);
+        let shown: Vec<String> = held.iter().take(5).map(|h| h.to_string()).collect();
+        let more = match held.len() {
+            n if n > 5 => format!(" and {} more", n - 5),
+            _ => String::new(),
+        };
+        let wait = match held.iter().map(|h| h.clears_in).collect::<Option<Vec<_>>>() {
+            Some(all) => format!(
+                "retry in {} s, when they are gone",
+                all.into_iter().max().unwrap_or(0)
+            ),
+            None => "close them and retry".to_string(),
+        };
+        Err(ServiceError::ConnectionsOpen(format!(
+            "cannot suspend actor {}: it holds TCP connections that this runsc cannot checkpoint (the checkpoint would kill it): {}{more}; it keeps running: {wait}",
+            rec.id,
+            shown.join(", ")
+        )))
     }
 
     /// Checks that the snapshot filesystem can take this actor's checkpoint
@@ -284,6 +396,7 @@ impl<R: Runtime> ActorService<R> {
         rec.pending_snapshot = None;
         match launched {
             Ok(()) => {
+                self.serve(rec);
                 self.transition(
                     rec,
                     ActorStatus::Running,
@@ -306,14 +419,23 @@ impl<R: Runtime> ActorService<R> {
 
     /// `POST /v1/actors/{id}/resume`.
     pub(crate) async fn resume(self: &Arc<Self>, id: &str) -> Result<Actor> {
-        self.measured(Op::Resume.as_str(), id, self.resume_inner(id))
+        self.resume_because(id, Cause::Request).await
+    }
+
+    /// A resume asked for by `cause` (a request, or a connection).
+    pub(super) async fn resume_because(self: &Arc<Self>, id: &str, cause: Cause) -> Result<Actor> {
+        self.measured(Op::Resume.as_str(), id, self.resume_inner(id, cause))
             .await
     }
 
-    pub(super) async fn resume_inner(self: &Arc<Self>, id: &str) -> Result<Actor> {
+    async fn resume_inner(self: &Arc<Self>, id: &str, cause: Cause) -> Result<Actor> {
         let t0 = Instant::now();
         let (_step, mut rec) = self.begin_step(id, Op::Resume).await?;
         let from = rec.status;
+        if from == ActorStatus::Paused {
+            self.unpause_locked(&mut rec, t0, cause).await?;
+            return Ok(rec.to_api());
+        }
         // A FAILED actor goes back to its latest committed snapshot; one
         // whose half-made sandbox is still on record must be stopped first.
         if from == ActorStatus::Failed && (rec.snapshots.is_empty() || rec.container.is_some()) {
@@ -324,10 +446,15 @@ impl<R: Runtime> ActorService<R> {
                 "actor {id} is SUSPENDED but has no snapshot on record"
             )));
         };
+        // Before anything changes (a download, a transition): a refusal
+        // leaves the actor as it was.
+        let _memory =
+            self.reserve_memory(id, SandboxResources::of(&rec.spec).limits.memory_bytes)?;
         let version = self
             .runtime
             .ensure_available()
             .map_err(runtime_err("resume"))?;
+        self.fetch_if_remote(&mut rec, &latest).await?;
         let manifest = self
             .snapshots
             .manifest(id, &latest.id)
@@ -358,7 +485,7 @@ impl<R: Runtime> ActorService<R> {
             bundle,
             image_dir: Some(&image_dir),
             status: ActorStatus::Resuming,
-            reason: "resume",
+            reason: cause.reason("resume"),
             message: String::new(),
         };
         if let Err(e) = self.launch(&mut rec, launch).await {
@@ -375,7 +502,22 @@ impl<R: Runtime> ActorService<R> {
                 .await?;
             return Err(e);
         }
-        self.transition(&mut rec, ActorStatus::Running, "resumed", "")
+        if let Err(e) = self.await_ready(&rec).await {
+            // The restored sandbox goes and the actor is back where it was,
+            // its snapshot intact: a later resume can try again.
+            self.end_unready(&mut rec).await;
+            let to = if rec.container.is_some() {
+                ActorStatus::Failed
+            } else {
+                from
+            };
+            self.transition(&mut rec, to, "not ready", e.to_string())
+                .await?;
+            return Err(e);
+        }
+        self.serve(&rec);
+        self.activated(&mut rec, Tier::Suspended, t0);
+        self.transition(&mut rec, ActorStatus::Running, cause.reason("resumed"), "")
             .await?;
         tracing::info!(actor = %id, op = "resume", snapshot = %latest.id,
             duration_ms = t0.elapsed().as_millis() as u64, "resumed");
@@ -405,6 +547,7 @@ impl<R: Runtime> ActorService<R> {
             created_at: f.created_at.unwrap_or_else(now_rfc3339),
             size_bytes: f.size_bytes,
             runsc_version: f.runsc_version.unwrap_or_default(),
+            remote: None,
         })
     }
 }

@@ -12,7 +12,9 @@ use tokio::sync::oneshot;
 
 use super::*;
 use crate::reaper::ExitStatus;
-use crate::runsc::{ContainerState, ExitOutcome, LaunchSpec, Launched, Runtime, RuntimeError};
+use crate::runsc::{
+    ContainerState, ExecChild, ExecSpec, ExitOutcome, LaunchSpec, Launched, Runtime, RuntimeError,
+};
 use crate::snapshots::SnapshotStore;
 use crate::store::{ActorRecord, ContainerRecord, SnapshotRecord, Store};
 
@@ -30,6 +32,12 @@ struct FakeState {
     /// Containers whose sandbox is winding down after a checkpoint: listed
     /// running (pid 43), gone once waited for.
     winding: std::collections::HashSet<String>,
+    /// Containers frozen by `freeze`: listed `paused`; a checkpoint leaves
+    /// them so, as runsc does.
+    paused: std::collections::HashSet<String>,
+    /// Running execs by their pid inside the sandbox: their exit, and the
+    /// write end of their stdout (held open while they run).
+    execs: HashMap<i32, (oneshot::Sender<ExitStatus>, std::os::fd::OwnedFd)>,
 }
 
 #[derive(Clone)]
@@ -140,7 +148,30 @@ impl Runtime for Fake {
             // Something the commit cannot hash: it fails after the image is whole.
             std::fs::create_dir(image_dir.join("junk")).unwrap();
         }
-        self.exit(cid, 0);
+        if !self.state().paused.contains(cid) {
+            self.exit(cid, 0);
+        }
+        Ok(())
+    }
+    async fn freeze(&self, cid: &str, freeze: bool) -> Result<(), RuntimeError> {
+        let op = if freeze { "pause" } else { "unpause" };
+        let mut s = self.state();
+        s.calls.push(format!("{op} {cid}"));
+        if s.fail.remove(op).is_some() {
+            return Err(Fake::failed(op));
+        }
+        if s.containers.get(cid) != Some(&true) {
+            return Err(RuntimeError::Failed {
+                op,
+                status: ExitStatus::Exited(1),
+                output: format!("container {cid} is not running"),
+            });
+        }
+        if freeze {
+            s.paused.insert(cid.to_string());
+        } else {
+            s.paused.remove(cid);
+        }
         Ok(())
     }
     async fn delete(&self, cid: &str, _force: bool) -> Result<(), RuntimeError> {
@@ -150,6 +181,7 @@ impl Runtime for Fake {
         let mut s = self.state();
         s.calls.push(format!("delete {cid}"));
         s.containers.remove(cid);
+        s.paused.remove(cid);
         s.exits.remove(cid);
         Ok(())
     }
@@ -157,9 +189,15 @@ impl Runtime for Fake {
         self.delete(cid, true).await
     }
     async fn state(&self, cid: &str) -> Result<Option<ContainerState>, RuntimeError> {
-        Ok(self.state().containers.get(cid).map(|r| ContainerState {
+        let s = self.state();
+        Ok(s.containers.get(cid).map(|r| ContainerState {
             id: cid.to_string(),
-            status: if *r { "running" } else { "stopped" }.into(),
+            status: match (*r, s.paused.contains(cid)) {
+                (true, true) => "paused",
+                (true, false) => "running",
+                (false, _) => "stopped",
+            }
+            .into(),
             pid: if *r { 42 } else { -1 },
             bundle: String::new(),
         }))
@@ -170,7 +208,12 @@ impl Runtime for Fake {
             .iter()
             .map(|(c, r)| ContainerState {
                 id: c.clone(),
-                status: if *r { "running" } else { "stopped" }.into(),
+                status: match (*r, s.paused.contains(c)) {
+                    (true, true) => "paused",
+                    (true, false) => "running",
+                    (false, _) => "stopped",
+                }
+                .into(),
                 pid: match (*r, s.winding.contains(c)) {
                     (true, true) => 43,
                     (true, false) => 42,
@@ -190,6 +233,35 @@ impl Runtime for Fake {
     }
     async fn settle(&self) -> usize {
         0
+    }
+    /// An exec that prints its argv on stdout and runs until killed.
+    async fn exec(&self, spec: &ExecSpec) -> Result<ExecChild, RuntimeError> {
+        let process: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&spec.process_file).unwrap()).unwrap();
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let args = process["args"].to_string();
+        nix::unistd::write(&write, args.as_bytes()).unwrap();
+        let (tx, rx) = oneshot::channel();
+        let mut s = self.state();
+        s.calls.push(format!("exec {}", spec.container_id));
+        s.next_pid += 1;
+        let pid = s.next_pid;
+        std::fs::write(&spec.internal_pid_file, pid.to_string()).unwrap();
+        s.execs.insert(pid, (tx, write));
+        Ok(ExecChild {
+            pid,
+            stdin: None,
+            stdout: Some(read),
+            stderr: None,
+            console: None,
+            exit: rx,
+        })
+    }
+    async fn kill_process(&self, _cid: &str, pid: i32) -> Result<(), RuntimeError> {
+        if let Some((tx, _write)) = self.state().execs.remove(&pid) {
+            let _ = tx.send(ExitStatus::Signaled(9));
+        }
+        Ok(())
     }
     async fn wait_gone(&self, pid: i32, _limit: Duration) -> bool {
         let mut s = self.state();
@@ -232,6 +304,16 @@ impl Env {
                     ..Default::default()
                 })
                 .unwrap(),
+                network: None,
+                remote: None,
+                trust: Default::default(),
+                registries: Default::default(),
+                cgroups: Arc::new(
+                    crate::cgroups::Cgroups::new(self.dir.path().join("cgroup"), "/atelet")
+                        .unwrap(),
+                ),
+                max_execs_per_actor: 2,
+                tiering: TieringConfig::default(),
             },
             store,
             self.fake.clone(),
@@ -252,7 +334,7 @@ impl Env {
     }
     fn record(&self, id: &str, status: ActorStatus, cid: Option<&str>) -> ActorRecord {
         let req = self.request(id);
-        let mut r = ActorRecord::new(req.id, req.template, req.spec, now_rfc3339());
+        let mut r = ActorRecord::new(req.id, req.template, req.spec.unwrap(), now_rfc3339());
         r.status = status;
         r.incarnation = 1;
         r.container = cid.map(|c| ContainerRecord {
@@ -672,6 +754,7 @@ async fn recovery_resolves_every_interrupted_step() {
         created_at: now_rfc3339(),
         size_bytes: c.size_bytes,
         runsc_version: "fake-1".into(),
+        remote: None,
     });
     store.save(&r, None).await.unwrap();
 
@@ -688,6 +771,7 @@ async fn recovery_resolves_every_interrupted_step() {
         created_at: now_rfc3339(),
         size_bytes: c.size_bytes,
         runsc_version: "fake-1".into(),
+        remote: None,
     });
     r.pending_snapshot = Some("snap-000002".into());
     store.save(&r, None).await.unwrap();
@@ -1039,4 +1123,208 @@ async fn a_log_without_follow_ends_at_its_end_and_unknown_actors_have_none() {
         svc.logs("Not/An/Id", true),
         Err(ServiceError::Invalid(_))
     ));
+}
+
+fn exec_request(cmd: &[&str]) -> atelet_api::ExecRequest {
+    atelet_api::ExecRequest {
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn execs_are_limited_refused_outside_running_and_block_a_suspend_unless_forced() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let mut first = svc
+        .exec("a", exec_request(&["sh", "-c", "sleep 9"]), false)
+        .await
+        .unwrap();
+    match first.output.recv().await {
+        Some(ExecOutput::Stdout(b)) => assert!(String::from_utf8_lossy(&b).contains("sleep 9")),
+        other => panic!("{other:?}"),
+    }
+    let _second = svc.exec("a", exec_request(&["true"]), true).await.unwrap();
+    let over = svc
+        .exec("a", exec_request(&["true"]), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(over, ServiceError::ExecRefused(_)), "{over}");
+    assert!(
+        over.to_string().contains("max_execs_per_actor (2)"),
+        "{over}"
+    );
+
+    let before = svc.get("a").unwrap();
+    let refused = svc.suspend("a").await.unwrap_err();
+    assert!(matches!(refused, ServiceError::ExecRefused(_)), "{refused}");
+    assert!(
+        refused.to_string().contains("exec-1 (sh -c sleep 9"),
+        "{refused}"
+    );
+    assert_eq!(svc.get("a").unwrap(), before);
+
+    let s = svc.suspend_with("a", true).await.unwrap();
+    assert_eq!(s.status, ActorStatus::Suspended);
+    // The killed exec ended with SIGKILL's code.
+    loop {
+        match first.output.recv().await {
+            Some(ExecOutput::Exit { code, .. }) => {
+                assert_eq!(code, Some(137));
+                break;
+            }
+            Some(_) => {}
+            None => panic!("no exit"),
+        }
+    }
+    let e = svc
+        .exec("a", exec_request(&["id"]), false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("it is SUSPENDED"), "{e}");
+    assert!(matches!(
+        svc.exec("zz", exec_request(&["id"]), false).await,
+        Err(ServiceError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_dropped_session_kills_its_exec_and_stop_kills_the_rest() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let dropped = svc
+        .exec("a", exec_request(&["sleep", "9"]), false)
+        .await
+        .unwrap();
+    drop(dropped);
+    let mut kept = svc
+        .exec("a", exec_request(&["sleep", "9"]), false)
+        .await
+        .unwrap();
+    // The dropped one's slot frees: a third fits under the limit of 2.
+    let mut third = None;
+    for _ in 0..100 {
+        match svc.exec("a", exec_request(&["true"]), false).await {
+            Ok(s) => {
+                third = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert!(third.is_some());
+    svc.stop("a").await.unwrap();
+    loop {
+        match kept.output.recv().await {
+            Some(ExecOutput::Exit { code, .. }) => {
+                assert_eq!(code, Some(137));
+                break;
+            }
+            Some(_) => {}
+            None => panic!("no exit"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn pause_freezes_resume_thaws_and_a_paused_actor_can_be_suspended() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    let p = svc.pause("a").await.unwrap();
+    assert_eq!(p.status, ActorStatus::Paused);
+    assert!(p.sandbox.is_some(), "a paused actor keeps its sandbox");
+    // Pausing twice, or exec-free steps that need RUNNING, are refused.
+    assert!(matches!(
+        svc.pause("a").await.unwrap_err(),
+        ServiceError::Transition { .. }
+    ));
+    let r = svc.resume("a").await.unwrap();
+    assert_eq!(r.status, ActorStatus::Running);
+    assert_eq!(r.activated_from.as_deref(), Some("paused"));
+    let cid = r.sandbox.unwrap().container_id;
+    let calls = env.fake.state().calls.clone();
+    assert!(calls.contains(&format!("pause {cid}")), "{calls:?}");
+    assert!(calls.contains(&format!("unpause {cid}")), "{calls:?}");
+
+    // Paused, then suspended: the checkpoint leaves the frozen sandbox,
+    // which goes; the resume restores a new one.
+    svc.pause("a").await.unwrap();
+    let s = svc.suspend("a").await.unwrap();
+    assert_eq!(s.status, ActorStatus::Suspended);
+    assert_eq!(s.snapshots.len(), 1);
+    let r = svc.resume("a").await.unwrap();
+    assert_eq!(r.status, ActorStatus::Running);
+    assert_eq!(r.activated_from.as_deref(), Some("suspended"));
+    assert_ne!(r.sandbox.unwrap().container_id, cid);
+}
+
+#[tokio::test]
+async fn a_failed_pause_or_unpause_leaves_the_actor_as_it_was() {
+    let env = Env::new();
+    let svc = env.service(env.store());
+    svc.create(env.request("a")).await.unwrap();
+    env.fake.state().fail.insert("pause", false);
+    svc.pause("a").await.unwrap_err();
+    let a = svc.get("a").unwrap();
+    assert_eq!(a.status, ActorStatus::Running);
+    assert!(
+        a.status_message.contains("pause failed"),
+        "{}",
+        a.status_message
+    );
+    svc.pause("a").await.unwrap();
+    env.fake.state().fail.insert("unpause", false);
+    svc.resume("a").await.unwrap_err();
+    assert_eq!(svc.get("a").unwrap().status, ActorStatus::Paused);
+    assert_eq!(svc.resume("a").await.unwrap().status, ActorStatus::Running);
+}
+
+#[tokio::test]
+async fn a_restart_finds_paused_actors_paused_and_settles_interrupted_pauses() {
+    use ActorStatus::*;
+    let env = Env::new();
+    let store = env.store();
+    let frozen = |c: &str| {
+        let mut s = env.fake.state();
+        s.containers.insert(c.to_string(), true);
+        s.paused.insert(c.to_string());
+    };
+    for (id, status) in [
+        ("p", Paused),
+        ("pausing", Pausing),
+        ("unpausing", Unpausing),
+    ] {
+        let cid = format!("{id}_1");
+        store
+            .save(&env.record(id, status, Some(&cid)), None)
+            .await
+            .unwrap();
+        frozen(&cid);
+    }
+    // Thawed before the daemon could record it.
+    store
+        .save(&env.record("thawed", Unpausing, Some("thawed_1")), None)
+        .await
+        .unwrap();
+    env.fake.state().containers.insert("thawed_1".into(), true);
+    store
+        .save(&env.record("lost", Paused, Some("lost_1")), None)
+        .await
+        .unwrap();
+    let svc = env.service(store);
+    svc.reconcile().await.unwrap();
+    for (id, want) in [
+        ("p", Paused),
+        ("pausing", Paused),
+        ("unpausing", Paused),
+        ("thawed", Running),
+        ("lost", Failed),
+    ] {
+        let a = svc.get(id).unwrap();
+        assert_eq!(a.status, want, "{id}: {}", a.status_message);
+    }
+    assert_eq!(svc.resume("p").await.unwrap().status, Running);
 }

@@ -7,10 +7,14 @@
 use atelet_api as api;
 
 use super::schema::{
-    Actor, Capabilities, Container, DurableDir, EnvVar, Event, Pending, Sandbox, SecurityContext,
+    Actor, Capabilities, Container, DurableDir, EnvVar, Event, Lifecycle, Network, NetworkMode,
+    Pending, Port, Probe, PullProgress, ResourceList, Resources, Sandbox, SecurityContext,
     Snapshot, Spec, Status, Template, Volume, VolumeMount, RECORD_VERSION,
 };
-use super::{ActorRecord, ContainerRecord, PendingOp, SnapshotRecord};
+use super::{
+    ActorRecord, ContainerRecord, NetworkRecord, PendingOp, RemoteCopy, SnapshotRecord,
+    UploadStatus,
+};
 
 impl From<&ActorRecord> for Actor {
     fn from(r: &ActorRecord) -> Actor {
@@ -37,6 +41,12 @@ impl From<&ActorRecord> for Actor {
                     created_at: s.created_at.clone(),
                     size_bytes: s.size_bytes,
                     runsc_version: s.runsc_version.clone(),
+                    remote: s.remote.as_ref().map(|r| super::schema::RemoteCopy {
+                        url: r.url.clone(),
+                        status: r.status.as_str().to_string(),
+                        error: r.error.clone(),
+                        local: r.local,
+                    }),
                 })
                 .collect(),
             exit_code: r.exit_code,
@@ -47,6 +57,15 @@ impl From<&ActorRecord> for Actor {
                 PendingOp::Stop => Pending::Stop,
             }),
             image_digest: r.image_digest.clone(),
+            network: Some(Network {
+                mode: match r.network.mode {
+                    api::NetworkMode::Bridge => NetworkMode::Bridge,
+                    api::NetworkMode::None => NetworkMode::None,
+                },
+                ip: r.network.ip,
+            }),
+            last_active_at: r.last_active_at.clone(),
+            activated_from: r.activated_from.clone(),
         }
     }
 }
@@ -74,6 +93,17 @@ impl From<Actor> for ActorRecord {
                     created_at: s.created_at,
                     size_bytes: s.size_bytes,
                     runsc_version: s.runsc_version,
+                    remote: s.remote.map(|r| RemoteCopy {
+                        url: r.url,
+                        // An unknown status (a newer daemon's) is retried.
+                        status: match r.status.as_str() {
+                            "uploaded" => UploadStatus::Uploaded,
+                            "failed" => UploadStatus::Failed,
+                            _ => UploadStatus::Pending,
+                        },
+                        error: r.error,
+                        local: r.local,
+                    }),
                 })
                 .collect(),
             exit_code: a.exit_code,
@@ -84,6 +114,19 @@ impl From<Actor> for ActorRecord {
                 Pending::Stop => PendingOp::Stop,
             }),
             image_digest: a.image_digest,
+            network: match a.network {
+                Some(n) => NetworkRecord {
+                    mode: match n.mode {
+                        NetworkMode::Bridge => api::NetworkMode::Bridge,
+                        NetworkMode::None => api::NetworkMode::None,
+                    },
+                    ip: n.ip,
+                },
+                // Before 1.2 every actor ran without a network.
+                None => NetworkRecord::none(),
+            },
+            last_active_at: a.last_active_at,
+            activated_from: a.activated_from,
         }
     }
 }
@@ -121,6 +164,12 @@ impl From<&api::ActorSpec> for Spec {
                         .map(|api::DurableDir {}| DurableDir {}),
                 })
                 .collect(),
+            network_mode: s.network.as_ref().map(|n| n.mode.clone()),
+            lifecycle: s.lifecycle.as_ref().map(|l| Lifecycle {
+                pause_after_idle_seconds: l.pause_after_idle_seconds,
+                suspend_after_paused_seconds: l.suspend_after_paused_seconds,
+                wake_on_connect: l.wake_on_connect,
+            }),
         }
     }
 }
@@ -137,6 +186,12 @@ impl From<Spec> for api::ActorSpec {
                     durable_dir: v.durable_dir.map(|DurableDir {}| api::DurableDir {}),
                 })
                 .collect(),
+            network: s.network_mode.map(|mode| api::NetworkSpec { mode }),
+            lifecycle: s.lifecycle.map(|l| api::LifecycleSpec {
+                pause_after_idle_seconds: l.pause_after_idle_seconds,
+                suspend_after_paused_seconds: l.suspend_after_paused_seconds,
+                wake_on_connect: l.wake_on_connect,
+            }),
         }
     }
 }
@@ -173,6 +228,45 @@ impl From<&api::Container> for Container {
                     read_only: m.read_only,
                 })
                 .collect(),
+            ports: c
+                .ports
+                .iter()
+                .map(|p| Port {
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    protocol: p.protocol.clone(),
+                })
+                .collect(),
+            readiness_probe: c.readiness_probe.as_ref().map(|p| Probe {
+                http_get: p.http_get.as_ref().map(|h| (h.path.clone(), h.port)),
+                tcp_socket: p.tcp_socket.as_ref().map(|t| t.port),
+                initial_delay_seconds: p.initial_delay_seconds,
+                period_seconds: p.period_seconds,
+                timeout_seconds: p.timeout_seconds,
+                failure_threshold: p.failure_threshold,
+            }),
+            resources: c.resources.as_ref().map(|r| Resources {
+                limits: r.limits.as_ref().map(ResourceList::from),
+                requests: r.requests.as_ref().map(ResourceList::from),
+            }),
+        }
+    }
+}
+
+impl From<&api::ResourceList> for ResourceList {
+    fn from(l: &api::ResourceList) -> ResourceList {
+        ResourceList {
+            cpu: l.cpu.clone(),
+            memory: l.memory.clone(),
+        }
+    }
+}
+
+impl From<ResourceList> for api::ResourceList {
+    fn from(l: ResourceList) -> api::ResourceList {
+        api::ResourceList {
+            cpu: l.cpu,
+            memory: l.memory,
         }
     }
 }
@@ -209,6 +303,29 @@ impl From<Container> for api::Container {
                     read_only: m.read_only,
                 })
                 .collect(),
+            ports: c
+                .ports
+                .into_iter()
+                .map(|p| api::ContainerPort {
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    protocol: p.protocol,
+                })
+                .collect(),
+            readiness_probe: c.readiness_probe.map(|p| api::Probe {
+                http_get: p
+                    .http_get
+                    .map(|(path, port)| api::HttpGetAction { path, port }),
+                tcp_socket: p.tcp_socket.map(|port| api::TcpSocketAction { port }),
+                initial_delay_seconds: p.initial_delay_seconds,
+                period_seconds: p.period_seconds,
+                timeout_seconds: p.timeout_seconds,
+                failure_threshold: p.failure_threshold,
+            }),
+            resources: c.resources.map(|r| api::ResourceRequirements {
+                limits: r.limits.map(Into::into),
+                requests: r.requests.map(Into::into),
+            }),
         }
     }
 }
@@ -225,6 +342,9 @@ impl From<api::ActorStatus> for Status {
             A::Resuming => Status::Resuming,
             A::Stopped => Status::Stopped,
             A::Failed => Status::Failed,
+            A::Pausing => Status::Pausing,
+            A::Paused => Status::Paused,
+            A::Unpausing => Status::Unpausing,
         }
     }
 }
@@ -241,6 +361,9 @@ impl From<Status> for api::ActorStatus {
             Status::Resuming => A::Resuming,
             Status::Stopped => A::Stopped,
             Status::Failed => A::Failed,
+            Status::Pausing => A::Pausing,
+            Status::Paused => A::Paused,
+            Status::Unpausing => A::Unpausing,
         }
     }
 }
@@ -254,6 +377,12 @@ impl From<&api::Event> for Event {
             to: e.to.map(Into::into),
             time: e.time.clone(),
             reason: e.reason.clone(),
+            pull: e.pull.as_ref().map(|p| PullProgress {
+                reference: p.reference.clone(),
+                digest: p.digest.clone(),
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+            }),
         }
     }
 }
@@ -267,6 +396,12 @@ impl From<Event> for api::Event {
             to: e.to.map(Into::into),
             time: e.time,
             reason: e.reason,
+            pull: e.pull.map(|p| api::PullProgress {
+                reference: p.reference,
+                digest: p.digest,
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total,
+            }),
         }
     }
 }

@@ -15,11 +15,14 @@ mod convert;
 mod quarantine;
 pub(crate) mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use atelet_api::{Actor, ActorSpec, ActorStatus, Event, SandboxInfo, SnapshotInfo, TemplateRef};
+use atelet_api::{
+    Actor, ActorNetwork, ActorSpec, ActorStatus, Event, NetworkMode, PublishedPort, SandboxInfo,
+    SnapshotInfo, TemplateRef,
+};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use tokio::sync::broadcast;
@@ -89,6 +92,51 @@ pub(crate) struct SnapshotRecord {
     pub size_bytes: u64,
     /// runsc version that wrote it.
     pub runsc_version: String,
+    /// Its copy in the remote store, when the node has one.
+    pub remote: Option<RemoteCopy>,
+}
+
+impl SnapshotRecord {
+    /// True when its files are on this node (a snapshot of an actor made
+    /// from a remote URL is not, until a resume downloads it).
+    pub(crate) fn is_local(&self) -> bool {
+        self.remote.as_ref().is_none_or(|r| r.local)
+    }
+}
+
+/// Where a snapshot stands with the remote store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RemoteCopy {
+    /// Its URL, once it is there.
+    pub url: Option<String>,
+    /// Upload pending, done, or failed (retried later).
+    pub status: UploadStatus,
+    /// Why the last upload failed.
+    pub error: String,
+    /// The files are on this node too.
+    pub local: bool,
+}
+
+/// The upload of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadStatus {
+    /// To be uploaded.
+    Pending,
+    /// In the remote store, manifest and all.
+    Uploaded,
+    /// The last try failed; it is tried again.
+    Failed,
+}
+
+impl UploadStatus {
+    /// As the API writes it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            UploadStatus::Pending => "pending",
+            UploadStatus::Uploaded => "uploaded",
+            UploadStatus::Failed => "failed",
+        }
+    }
 }
 
 /// Operations that are not visible as a status of their own, recorded so
@@ -135,6 +183,34 @@ pub(crate) struct ActorRecord {
     /// from (`None` for `dir:` images and older records): the image cache
     /// keeps it while the record exists.
     pub image_digest: Option<String>,
+    /// Its network: the mode decided at create and the address it holds.
+    pub network: NetworkRecord,
+    /// RFC 3339: when last seen busy, started or woken (see `activity`).
+    pub last_active_at: Option<String>,
+    /// `paused` or `suspended`: where the last activation came from.
+    pub activated_from: Option<String>,
+}
+
+/// An actor's network as recorded: the mode is decided once, at create
+/// (the node default may change later), and the address is held for the
+/// actor's whole life (also in the IPAM tree, written in the same
+/// transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NetworkRecord {
+    /// `bridge` or `none`.
+    pub mode: NetworkMode,
+    /// The address (bridge).
+    pub ip: Option<std::net::Ipv4Addr>,
+}
+
+impl NetworkRecord {
+    /// No network: loopback only.
+    pub(crate) fn none() -> NetworkRecord {
+        NetworkRecord {
+            mode: NetworkMode::None,
+            ip: None,
+        }
+    }
 }
 
 impl ActorRecord {
@@ -161,6 +237,9 @@ impl ActorRecord {
             pending_snapshot: None,
             pending: None,
             image_digest: None,
+            network: NetworkRecord::none(),
+            last_active_at: None,
+            activated_from: None,
         }
     }
 
@@ -173,7 +252,11 @@ impl ActorRecord {
                     pid: Some(pid),
                     runsc_version,
                 }),
-                ActorStatus::Running | ActorStatus::Suspending,
+                ActorStatus::Running
+                | ActorStatus::Suspending
+                | ActorStatus::Pausing
+                | ActorStatus::Paused
+                | ActorStatus::Unpausing,
             ) => Some(SandboxInfo {
                 pid: *pid,
                 runsc_version: runsc_version.clone(),
@@ -197,10 +280,38 @@ impl ActorRecord {
                     id: s.id.clone(),
                     created_at: s.created_at.clone(),
                     size_bytes: s.size_bytes,
+                    remote: s.remote.as_ref().and_then(|r| r.url.clone()),
+                    upload_status: s.remote.as_ref().map(|r| r.status.as_str().to_string()),
+                    upload_error: s
+                        .remote
+                        .as_ref()
+                        .filter(|r| r.status == UploadStatus::Failed)
+                        .map(|r| r.error.clone()),
+                    local: s.is_local(),
                 })
                 .collect(),
             latest_snapshot: self.snapshots.last().map(|s| s.id.clone()),
             exit_code: self.exit_code,
+            network: ActorNetwork {
+                mode: self.network.mode,
+                ip: self.network.ip.map(|ip| ip.to_string()),
+                ports: self
+                    .spec
+                    .containers
+                    .iter()
+                    .flat_map(|c| {
+                        c.ports.iter().map(|p| PublishedPort {
+                            container: c.name.clone(),
+                            container_port: u16::try_from(p.container_port).unwrap_or(0),
+                            protocol: "TCP".to_string(),
+                            host_port: p.host_port.and_then(|h| u16::try_from(h).ok()),
+                        })
+                    })
+                    .collect(),
+            },
+            ready: self.status == ActorStatus::Running,
+            last_active_at: self.last_active_at.clone(),
+            activated_from: self.activated_from.clone(),
         }
     }
 }
@@ -227,14 +338,25 @@ pub(crate) struct Summary {
     pub snapshot_bytes: u64,
     /// The image digest it was created from.
     pub image_digest: Option<String>,
+    /// Its network mode.
+    pub network: NetworkMode,
+    /// The address it holds (bridge).
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Its sandbox's memory limit, for the policy's `max_memory_commit`.
+    pub memory_limit: Option<u64>,
 }
 
 impl Summary {
     fn of(rec: &ActorRecord) -> Summary {
         Summary {
+            memory_limit: atelet_api::SandboxResources::of(&rec.spec)
+                .limits
+                .memory_bytes,
             status: rec.status,
             snapshot_bytes: rec.snapshots.iter().map(|s| s.size_bytes).sum(),
             image_digest: rec.image_digest.clone(),
+            network: rec.network.mode,
+            ip: rec.network.ip,
         }
     }
 }
@@ -256,6 +378,14 @@ pub(crate) struct Store {
     quarantine: sled::Tree,
     /// Its keys, sorted (it only changes at start).
     quarantined: Vec<String>,
+    /// IPAM: address (4 bytes) → the actor holding it; written in the same
+    /// transaction as the record that names the address, so that an address
+    /// is never held twice, whenever the daemon is killed.
+    ipam: sled::Tree,
+    /// Where the next address search starts: addresses are handed out in
+    /// turn rather than the lowest free first, so that a just-freed address
+    /// (still in peers' ARP caches and conntrack) is not reused at once.
+    ipam_cursor: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Store {
@@ -319,6 +449,8 @@ impl Store {
         }
         let quarantine = db.open_tree(quarantine::TREE)?;
         let (index, quarantined) = quarantine::load(&actors, &quarantine)?;
+        let ipam = db.open_tree("ipam")?;
+        reconcile_ipam(&ipam, &index, &quarantined)?;
         db.flush()?;
         let (feed, _) = broadcast::channel(1024);
         Ok(Store {
@@ -328,6 +460,8 @@ impl Store {
             next_seq: Mutex::new(next),
             feed,
             last_seq: AtomicU64::new(next - 1),
+            ipam,
+            ipam_cursor: std::sync::atomic::AtomicU32::new(0),
             index: Mutex::new(index),
             quarantine,
             quarantined,
@@ -463,6 +597,8 @@ impl Store {
         transition: Option<Transition>,
     ) -> Result<(), StoreError> {
         let value = rec.map(encode).transpose()?;
+        let old_ip = self.lock_index().get(id).and_then(|s| s.ip);
+        let new_ip = rec.and_then(|r| r.network.ip);
         let event = {
             let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
             let event = transition.map(|t| Event {
@@ -472,6 +608,7 @@ impl Store {
                 to: t.to,
                 time: now_rfc3339(),
                 reason: t.reason,
+                pull: None,
             });
             let event_bytes = event
                 .as_ref()
@@ -481,8 +618,24 @@ impl Store {
                     key: id.to_string(),
                     source,
                 })?;
-            let res: Result<(), TransactionError<()>> =
-                (&self.actors, &self.events).transaction(|(actors, events)| {
+            let res: Result<(), TransactionError<String>> =
+                (&self.actors, &self.events, &self.ipam).transaction(|(actors, events, ipam)| {
+                    if old_ip != new_ip {
+                        if let Some(ip) = old_ip {
+                            ipam.remove(&ip.octets())?;
+                        }
+                        if let Some(ip) = new_ip {
+                            if let Some(holder) = ipam.get(ip.octets())? {
+                                if holder.as_ref() != id.as_bytes() {
+                                    return Err(ConflictableTransactionError::Abort(format!(
+                                        "address {ip} is held by actor {}",
+                                        String::from_utf8_lossy(&holder)
+                                    )));
+                                }
+                            }
+                            ipam.insert(&ip.octets(), id.as_bytes())?;
+                        }
+                    }
                     match &value {
                         Some(v) => {
                             actors.insert(id.as_bytes(), v.as_slice())?;
@@ -494,15 +647,16 @@ impl Store {
                     if let Some((seq, bytes)) = &event_bytes {
                         events.insert(&seq.to_be_bytes(), bytes.as_slice())?;
                     }
-                    Ok::<(), ConflictableTransactionError<()>>(())
+                    Ok::<(), ConflictableTransactionError<String>>(())
                 });
             match res {
                 Ok(()) => {}
                 Err(TransactionError::Storage(e)) => return Err(e.into()),
-                Err(TransactionError::Abort(())) => {
-                    return Err(StoreError::Sled(sled::Error::Unsupported(
-                        "transaction aborted".into(),
-                    )))
+                Err(TransactionError::Abort(why)) => {
+                    return Err(StoreError::Invalid {
+                        key: id.to_string(),
+                        detail: why,
+                    })
                 }
             }
             if let Some(e) = &event {
@@ -521,6 +675,81 @@ impl Store {
             let _ = self.feed.send(e);
         }
         Ok(())
+    }
+
+    /// Logs a `pulling` event: progress of an image pull, which changes no
+    /// record. Pulls log a few of these (throttled by the caller), so the
+    /// event log replays them like any other.
+    pub(crate) async fn log_pull(
+        &self,
+        actor_id: &str,
+        pull: atelet_api::PullProgress,
+    ) -> Result<(), StoreError> {
+        let event = {
+            let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+            let event = Event {
+                seq: *next,
+                actor_id: actor_id.to_string(),
+                from: None,
+                to: None,
+                time: now_rfc3339(),
+                reason: "pulling".to_string(),
+                pull: Some(pull),
+            };
+            let bytes = serde_json::to_vec(&schema::Event::from(&event)).map_err(|source| {
+                StoreError::Codec {
+                    key: format!("event {}", event.seq),
+                    source,
+                }
+            })?;
+            self.events
+                .insert(event.seq.to_be_bytes(), bytes.as_slice())?;
+            *next += 1;
+            self.last_seq.store(event.seq, Ordering::SeqCst);
+            event
+        };
+        self.db.flush_async().await?;
+        let _ = self.feed.send(event);
+        Ok(())
+    }
+
+    /// A free address of `subnet` for a new actor, or `None` when every
+    /// one is held. Callers serialise allocation with the insert of the
+    /// record that takes it (the create's admission lock); the insert's
+    /// transaction refuses an address held by another actor anyway.
+    pub(crate) fn free_ip(
+        &self,
+        subnet: &crate::network::Subnet,
+    ) -> Result<Option<std::net::Ipv4Addr>, StoreError> {
+        let n = subnet.capacity();
+        if n == 0 {
+            return Ok(None);
+        }
+        let start = self.ipam_cursor.load(Ordering::SeqCst) % n;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(ip) = subnet.host(i) else { continue };
+            if !self.ipam.contains_key(ip.octets())? {
+                self.ipam_cursor.store(i + 1, Ordering::SeqCst);
+                return Ok(Some(ip));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The actors that hold an address (records in quarantine included).
+    pub(crate) fn ip_holders(&self) -> HashSet<String> {
+        self.ipam
+            .iter()
+            .values()
+            .filter_map(|v| v.ok())
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .collect()
+    }
+
+    /// Addresses held, for health and tests.
+    pub(crate) fn ips_held(&self) -> usize {
+        self.ipam.len()
     }
 
     /// Events with a sequence number above `since`, oldest first, at most `limit`.
@@ -556,6 +785,51 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Makes the IPAM tree say what the records say (they are the truth: both
+/// are written in one transaction, so this only repairs a tree older than
+/// its records, or one edited by hand). An address two records name is
+/// kept by the first and reported.
+fn reconcile_ipam(
+    ipam: &sled::Tree,
+    index: &HashMap<String, Summary>,
+    quarantined: &[String],
+) -> Result<(), StoreError> {
+    let mut wanted: HashMap<[u8; 4], &str> = HashMap::new();
+    let mut ids: Vec<&String> = index.keys().collect();
+    ids.sort();
+    for id in ids {
+        if let Some(ip) = index.get(id).and_then(|s| s.ip) {
+            if let Some(first) = wanted.insert(ip.octets(), id) {
+                tracing::error!(address = %ip, actor = %id, holder = %first, "two actor records name one address; the first keeps it");
+                wanted.insert(ip.octets(), first);
+            }
+        }
+    }
+    for kv in ipam.iter() {
+        let (k, v) = kv?;
+        let keep = <[u8; 4]>::try_from(k.as_ref())
+            .ok()
+            .and_then(|a| wanted.get(&a))
+            .is_some_and(|id| id.as_bytes() == v.as_ref());
+        // A record in quarantine cannot say what it holds: what it held
+        // stays its own (its sandbox may still run on that address).
+        let claimed = <[u8; 4]>::try_from(k.as_ref())
+            .ok()
+            .is_some_and(|a| wanted.contains_key(&a));
+        let quarantined_holder = !claimed && quarantined.iter().any(|q| q.as_bytes() == v.as_ref());
+        if quarantined_holder {
+            continue;
+        }
+        if !keep {
+            ipam.remove(k)?;
+        }
+    }
+    for (ip, id) in wanted {
+        ipam.insert(ip, id.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn seq_of(key: &[u8]) -> u64 {

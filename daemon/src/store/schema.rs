@@ -23,9 +23,18 @@
 //!
 //! Layouts: 1.0, written by daemons before this module (no `schemaMinor`;
 //! `imageDigest` came later in 1.0 and may be absent). 1.1: `schemaMinor`
-//! written; unknown fields ignored everywhere.
+//! written; unknown fields ignored everywhere. 1.2: `network` (mode and
+//! address; absent means mode `none`, as every actor before it ran), the
+//! spec's `network` and the containers' `ports` and `readinessProbe`.
+//! 1.3: snapshots' `remote` copy. 1.4: the containers' `resources`
+//! (absent means no limits, as every actor before it ran). 2.0: the
+//! statuses PAUSING, PAUSED and UNPAUSING (a daemon of major 1 would
+//! misread them, hence the major), the spec's `lifecycle`, and
+//! `lastActiveAt` and `activatedFrom`; every 1.x record is a 2.0 record
+//! as it is (what it lacks is optional).
 //!
-//! Events carry no version: they only ever gain optional fields.
+//! Events carry no version: they only ever gain optional fields (`pull`,
+//! the progress of a `pulling` event).
 //!
 //! The snapshot manifest follows the same rule with its own numbers
 //! (`crate::snapshots::MANIFEST_VERSION`).
@@ -64,7 +73,7 @@ impl fmt::Display for Version {
 }
 
 /// The layout of the actor records this daemon writes.
-pub(crate) const RECORD_VERSION: Version = Version::new(1, 1);
+pub(crate) const RECORD_VERSION: Version = Version::new(2, 0);
 
 /// Why a stored record cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +110,11 @@ pub(crate) fn decode_actor(bytes: &[u8]) -> Result<Actor, DecodeError> {
             supported: RECORD_VERSION,
         });
     }
-    if found.major < RECORD_VERSION.major {
-        // Each major bump adds its step here: the older layout read as a
-        // `serde_json::Value` and rewritten into the next one. Major 1 is
-        // the first layout ever written.
+    // Each major bump adds its step here: the older layout read as a
+    // `serde_json::Value` and rewritten into the next one. 1 → 2 needs
+    // none (2.0 only added statuses and optional fields). Major 1 is the
+    // first layout ever written.
+    if found.major < 1 {
         return Err(DecodeError::Invalid(format!(
             "schema version {found} was never written by atelet"
         )));
@@ -152,6 +162,36 @@ pub(crate) struct Actor {
     /// Manifest digest of the image last started from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// The actor's network (1.2); absent means mode `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// RFC 3339, when last seen busy (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<String>,
+    /// `paused` or `suspended`: the last activation's tier (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_from: Option<String>,
+}
+
+/// `NetworkRecord`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Network {
+    /// `bridge` or `none`.
+    pub mode: NetworkMode,
+    /// The IPv4 address the actor holds (bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+}
+
+/// `NetworkMode`, as stored. A new mode is a major bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NetworkMode {
+    /// bridge.
+    Bridge,
+    /// none.
+    None,
 }
 
 /// `TemplateRef`, as stored.
@@ -173,6 +213,65 @@ pub struct Spec {
     /// The volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    /// The network asked for (its `mode` text, as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    /// The idle policy (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// `LifecycleSpec`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after_idle_seconds: Option<i64>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend_after_paused_seconds: Option<i64>,
+    /// Absent means true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_on_connect: Option<bool>,
+}
+
+/// `ContainerPort`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Port {
+    /// Port inside.
+    pub container_port: i64,
+    /// Published port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i64>,
+    /// Protocol, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// `Probe`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    /// HTTP GET: path and port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<(Option<String>, i64)>,
+    /// TCP connect: port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<i64>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<i64>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i64>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i64>,
+    /// Attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i64>,
 }
 
 /// One container of a spec, as stored.
@@ -198,6 +297,41 @@ pub struct Container {
     /// Volume mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// Ports (1.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    /// Readiness probe (1.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    /// CPU and memory limits and requests (1.4); absent means none, as
+    /// every actor before it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// `ResourceRequirements`, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// Limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceList>,
+    /// Requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ResourceList>,
+}
+
+/// `ResourceList`, as stored: the quantities' text as given (validated at
+/// create), so that the spec reads back exactly as it was written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceList {
+    /// CPU quantity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory quantity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 /// One environment variable, as stored.
@@ -288,6 +422,12 @@ pub enum Status {
     Stopped,
     /// FAILED.
     Failed,
+    /// PAUSING (2.0).
+    Pausing,
+    /// PAUSED (2.0).
+    Paused,
+    /// UNPAUSING (2.0).
+    Unpausing,
 }
 
 /// `ContainerRecord`, as stored.
@@ -314,6 +454,25 @@ pub(crate) struct Snapshot {
     pub size_bytes: u64,
     /// runsc version that wrote it.
     pub runsc_version: String,
+    /// Its copy in the remote store (layout 1.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteCopy>,
+}
+
+/// `RemoteCopy`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RemoteCopy {
+    /// Its URL, once there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `pending`, `uploaded`, `failed`.
+    pub status: String,
+    /// Why the last upload failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// The files are on this node too.
+    pub local: bool,
 }
 
 /// `PendingOp`, as stored.
@@ -340,4 +499,21 @@ pub struct Event {
     pub time: String,
     /// Why.
     pub reason: String,
+    /// How far an image pull is (`pulling` events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullProgress>,
+}
+
+/// `PullProgress`, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullProgress {
+    /// As given.
+    pub reference: String,
+    /// The manifest digest.
+    pub digest: String,
+    /// Received.
+    pub bytes_done: u64,
+    /// In all.
+    pub bytes_total: u64,
 }

@@ -181,9 +181,10 @@ pub(crate) struct Platform {
     pub os: String,
 }
 
+/// An image index (or Docker manifest list).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Index {
+pub(crate) struct Index {
     schema_version: u32,
     #[serde(default)]
     manifests: Vec<Descriptor>,
@@ -316,11 +317,12 @@ mod select;
 mod source;
 
 pub(crate) use readers::LayerReader;
-use readers::{Decoder, HashingReader, MemberReader, ZstdFrames};
+use readers::MemberReader;
 #[cfg(test)]
 pub(crate) use select::host_architecture;
-use select::{check_platform, parse_index, pick_from_index, size_found};
-pub(crate) use source::{Blob, ImageSource};
+use select::{check_platform, size_found};
+pub(crate) use select::{parse_index, pick_from_index};
+pub(crate) use source::{check_blob, image_of, parse_manifest, Blob, ImageSource};
 
 #[cfg(test)]
 mod tests {

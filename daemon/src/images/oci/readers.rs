@@ -173,6 +173,23 @@ impl Read for LayerReader {
 }
 
 impl LayerReader {
+    /// A layer as an uncompressed tar over its blob, wherever the blob
+    /// comes from (a layout, an archive, a registry's response).
+    pub(crate) fn over(layer: &Layer, blob: Blob) -> LayerReader {
+        // One byte past the size is enough to tell a longer blob.
+        let blob: Blob = Box::new(blob.take(layer.size.saturating_add(1)));
+        let raw = HashingReader::new(blob);
+        let decoder = match layer.compression {
+            Compression::None => Decoder::None(raw),
+            Compression::Gzip => Decoder::Gzip(MultiGzDecoder::new(raw)),
+            Compression::Zstd => Decoder::Zstd(Box::new(ZstdFrames::new(raw))),
+        };
+        LayerReader {
+            layer: layer.clone(),
+            decoded: HashingReader::new(decoder),
+        }
+    }
+
     /// Reads what the tar reader left (end-of-archive padding), then checks
     /// the blob's size and digest and the uncompressed digest (diff_id).
     pub(crate) fn finish(self) -> Result<(), OciError> {

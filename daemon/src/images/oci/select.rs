@@ -12,7 +12,8 @@ pub(super) fn size_found(read: u64, expected: u64) -> String {
     }
 }
 
-pub(super) fn parse_index(what: &str, bytes: &[u8]) -> Result<Index, OciError> {
+/// Parses an index blob (schema 2 only).
+pub(crate) fn parse_index(what: &str, bytes: &[u8]) -> Result<Index, OciError> {
     let index: Index =
         serde_json::from_slice(bytes).map_err(|e| invalid(format!("{what}: {e}")))?;
     if index.schema_version != 2 {
@@ -41,7 +42,9 @@ fn for_this_host(d: &Descriptor) -> bool {
         .is_none_or(|p| p.os == "linux" && p.architecture == host_architecture())
 }
 
-pub(super) fn pick_from_index(
+/// The manifest of `index` that `tag` names (any, with `None`), for
+/// this host's platform when several are listed.
+pub(crate) fn pick_from_index(
     index: &Index,
     tag: Option<&str>,
     what: &str,

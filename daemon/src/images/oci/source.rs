@@ -201,23 +201,7 @@ impl ImageSource {
                 path: PathBuf::from(self.describe()).join(format!("blobs/sha256/{}", digest.hex())),
                 source,
             })?;
-        let actual = Digest::of(&bytes);
-        if bytes.len() as u64 != desc.size {
-            return Err(OciError::Mismatch {
-                what: what.to_string(),
-                digest,
-                expected: format!("{} bytes", desc.size),
-                actual: size_found(bytes.len() as u64, desc.size),
-            });
-        }
-        if actual != digest {
-            return Err(OciError::Mismatch {
-                what: what.to_string(),
-                digest,
-                expected: "that digest".to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        check_blob(what, desc, &bytes)?;
         Ok(bytes)
     }
 
@@ -254,81 +238,10 @@ impl ImageSource {
     /// Reads and checks the manifest and config `desc` names; the layers
     /// are checked as they are read ([`ImageSource::open_layer`]).
     pub(crate) fn load(&self, desc: &Descriptor) -> Result<Image, OciError> {
-        let digest = Digest::parse(&desc.digest)
-            .map_err(|e| invalid(format!("manifest descriptor: {e}")))?;
         let bytes = self.read_verified("manifest", desc)?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
-        if manifest.schema_version != 2 {
-            return Err(invalid(format!(
-                "manifest {digest}: schemaVersion {} is not supported (2 is)",
-                manifest.schema_version
-            )));
-        }
-        if let Some(mt) = &manifest.media_type {
-            if mt != &desc.media_type {
-                return Err(invalid(format!(
-                    "manifest {digest}: mediaType {mt:?} differs from the index's {:?}",
-                    desc.media_type
-                )));
-            }
-        }
-        match manifest.config.media_type.as_str() {
-            media_type::OCI_CONFIG | media_type::DOCKER_CONFIG => {}
-            other => {
-                return Err(invalid(format!(
-                    "manifest {digest}: config mediaType {other:?} is not an image config (not a container image?)"
-                )))
-            }
-        }
+        let manifest = parse_manifest(desc, &bytes)?;
         let config_bytes = self.read_verified("config", &manifest.config)?;
-        let config: ConfigFile = serde_json::from_slice(&config_bytes)
-            .map_err(|e| invalid(format!("config {}: {e}", manifest.config.digest)))?;
-        check_platform(&config)?;
-        let diff_ids = match &config.rootfs {
-            Some(r) if r.kind == "layers" => &r.diff_ids,
-            _ => {
-                return Err(invalid(format!(
-                    "config {}: rootfs.type must be \"layers\"",
-                    manifest.config.digest
-                )))
-            }
-        };
-        if diff_ids.len() != manifest.layers.len() {
-            return Err(invalid(format!(
-                "manifest {digest} lists {} layers but its config has {} diff_ids",
-                manifest.layers.len(),
-                diff_ids.len()
-            )));
-        }
-        let layers = manifest
-            .layers
-            .iter()
-            .zip(diff_ids)
-            .enumerate()
-            .map(|(index, (l, diff_id))| {
-                let compression = Compression::of_media_type(&l.media_type).ok_or_else(|| {
-                    invalid(format!(
-                        "layer {index} ({}) has mediaType {:?}, which is not supported (tar, tar+gzip, tar+zstd are)",
-                        l.digest, l.media_type
-                    ))
-                })?;
-                Ok(Layer {
-                    index,
-                    digest: Digest::parse(&l.digest)
-                        .map_err(|e| invalid(format!("layer {index}: {e}")))?,
-                    size: l.size,
-                    compression,
-                    diff_id: Digest::parse(diff_id)
-                        .map_err(|e| invalid(format!("config diff_ids[{index}]: {e}")))?,
-                })
-            })
-            .collect::<Result<Vec<_>, OciError>>()?;
-        Ok(Image {
-            digest,
-            config,
-            layers,
-        })
+        image_of(desc, &manifest, &config_bytes)
     }
 
     /// Opens a layer as an uncompressed tar stream. Its digests are checked
@@ -336,17 +249,122 @@ impl ImageSource {
     /// consuming the tar and before using anything unpacked from it.
     pub(crate) fn open_layer(&self, layer: &Layer) -> Result<LayerReader, OciError> {
         let (blob, _) = self.open_blob(&layer.digest)?;
-        // One byte past the size is enough to tell a longer blob.
-        let blob: Blob = Box::new(blob.take(layer.size.saturating_add(1)));
-        let raw = HashingReader::new(blob);
-        let decoder = match layer.compression {
-            Compression::None => Decoder::None(raw),
-            Compression::Gzip => Decoder::Gzip(MultiGzDecoder::new(raw)),
-            Compression::Zstd => Decoder::Zstd(Box::new(ZstdFrames::new(raw))),
-        };
-        Ok(LayerReader {
-            layer: layer.clone(),
-            decoded: HashingReader::new(decoder),
-        })
+        Ok(LayerReader::over(layer, blob))
     }
+}
+
+/// Checks a blob read whole against the descriptor that names it: size,
+/// then digest.
+pub(crate) fn check_blob(what: &str, desc: &Descriptor, bytes: &[u8]) -> Result<(), OciError> {
+    let digest =
+        Digest::parse(&desc.digest).map_err(|e| invalid(format!("{what} descriptor: {e}")))?;
+    if bytes.len() as u64 != desc.size {
+        return Err(OciError::Mismatch {
+            what: what.to_string(),
+            digest,
+            expected: format!("{} bytes", desc.size),
+            actual: size_found(bytes.len() as u64, desc.size),
+        });
+    }
+    let actual = Digest::of(bytes);
+    if actual != digest {
+        return Err(OciError::Mismatch {
+            what: what.to_string(),
+            digest,
+            expected: "that digest".to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Parses a (verified) manifest blob and checks what can be checked
+/// without its config: the schema, its media type against the
+/// descriptor's, and that its config is an image config.
+pub(crate) fn parse_manifest(desc: &Descriptor, bytes: &[u8]) -> Result<Manifest, OciError> {
+    let digest =
+        Digest::parse(&desc.digest).map_err(|e| invalid(format!("manifest descriptor: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
+    if manifest.schema_version != 2 {
+        return Err(invalid(format!(
+            "manifest {digest}: schemaVersion {} is not supported (2 is)",
+            manifest.schema_version
+        )));
+    }
+    if let Some(mt) = &manifest.media_type {
+        if mt != &desc.media_type {
+            return Err(invalid(format!(
+                "manifest {digest}: mediaType {mt:?} differs from the index's {:?}",
+                desc.media_type
+            )));
+        }
+    }
+    match manifest.config.media_type.as_str() {
+        media_type::OCI_CONFIG | media_type::DOCKER_CONFIG => {}
+        other => {
+            return Err(invalid(format!(
+                "manifest {digest}: config mediaType {other:?} is not an image config (not a container image?)"
+            )))
+        }
+    }
+    Ok(manifest)
+}
+
+/// The image a manifest and its (verified) config describe: the config
+/// checked against this host's platform and against the manifest's layers.
+pub(crate) fn image_of(
+    desc: &Descriptor,
+    manifest: &Manifest,
+    config_bytes: &[u8],
+) -> Result<Image, OciError> {
+    let digest =
+        Digest::parse(&desc.digest).map_err(|e| invalid(format!("manifest descriptor: {e}")))?;
+    let config: ConfigFile = serde_json::from_slice(config_bytes)
+        .map_err(|e| invalid(format!("config {}: {e}", manifest.config.digest)))?;
+    check_platform(&config)?;
+    let diff_ids = match &config.rootfs {
+        Some(r) if r.kind == "layers" => &r.diff_ids,
+        _ => {
+            return Err(invalid(format!(
+                "config {}: rootfs.type must be \"layers\"",
+                manifest.config.digest
+            )))
+        }
+    };
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(invalid(format!(
+            "manifest {digest} lists {} layers but its config has {} diff_ids",
+            manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let layers = manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .enumerate()
+        .map(|(index, (l, diff_id))| {
+            let compression = Compression::of_media_type(&l.media_type).ok_or_else(|| {
+                invalid(format!(
+                    "layer {index} ({}) has mediaType {:?}, which is not supported (tar, tar+gzip, tar+zstd are)",
+                    l.digest, l.media_type
+                ))
+            })?;
+            Ok(Layer {
+                index,
+                digest: Digest::parse(&l.digest)
+                    .map_err(|e| invalid(format!("layer {index}: {e}")))?,
+                size: l.size,
+                compression,
+                diff_id: Digest::parse(diff_id)
+                    .map_err(|e| invalid(format!("config diff_ids[{index}]: {e}")))?,
+            })
+        })
+        .collect::<Result<Vec<_>, OciError>>()?;
+    Ok(Image {
+        digest,
+        config,
+        layers,
+    })
 }

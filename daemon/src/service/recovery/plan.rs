@@ -23,13 +23,16 @@ pub(in crate::service) enum Sandbox {
     /// checkpointed sandbox to wind down ([`Recovery::WaitWindDown`]): the
     /// checkpoint did not stop it.
     StillRunning(i32),
+    /// runsc shows it frozen (`runsc pause`), with this sandbox pid. A
+    /// checkpoint leaves a frozen sandbox as it was.
+    Paused(i32),
 }
 
 impl Sandbox {
     fn pid(self) -> Option<i32> {
         match self {
             Sandbox::Gone => None,
-            Sandbox::Running(pid) | Sandbox::StillRunning(pid) => Some(pid),
+            Sandbox::Running(pid) | Sandbox::StillRunning(pid) | Sandbox::Paused(pid) => Some(pid),
         }
     }
 }
@@ -65,6 +68,16 @@ pub(in crate::service) enum Recovery {
         /// The sandbox pid.
         pid: i32,
         /// The status message of the transition to RUNNING.
+        message: Option<String>,
+    },
+    /// The sandbox is frozen: watch it again and record PAUSED, with
+    /// `message` when that changes the status (`None`: it was PAUSED
+    /// already). The pending snapshot's temporary directory goes (a
+    /// suspend of the paused actor that did not commit).
+    AdoptPaused {
+        /// The sandbox pid.
+        pid: i32,
+        /// The status message of the transition to PAUSED.
         message: Option<String>,
     },
     /// A stop was in flight: finish it (STOPPED), ending the sandbox first
@@ -125,9 +138,46 @@ const NO_SNAPSHOT_COMMITTED: &str = "the sandbox stopped during a suspend interr
 pub(in crate::service) fn plan(rec: &ActorRecord, observed: &Observed) -> Recovery {
     use ActorStatus::*;
     let stopping = rec.pending == Some(PendingOp::Stop);
+    let frozen = matches!(observed.sandbox, Sandbox::Paused(_));
     match (rec.status, observed.sandbox.pid()) {
-        (Running, Some(_)) if stopping => Recovery::FinishStop { end_sandbox: true },
-        (Running, None) if stopping => Recovery::FinishStop { end_sandbox: false },
+        (Running | Pausing | Paused | Unpausing, Some(_)) if stopping => {
+            Recovery::FinishStop { end_sandbox: true }
+        }
+        (Running | Pausing | Paused | Unpausing, None) if stopping => {
+            Recovery::FinishStop { end_sandbox: false }
+        }
+        // A checkpoint leaves a frozen sandbox frozen: with its snapshot
+        // committed the suspend is done, else the actor is still PAUSED.
+        (Suspending, Some(pid)) if frozen => match &observed.committed {
+            Some(snapshot) => Recovery::CommitSnapshot {
+                snapshot: snapshot.clone(),
+                end_sandbox: true,
+            },
+            None => Recovery::AdoptPaused {
+                pid,
+                message: Some(
+                    "suspend interrupted by a daemon restart; the actor stays paused".to_string(),
+                ),
+            },
+        },
+        (Paused, Some(pid)) if frozen => Recovery::AdoptPaused { pid, message: None },
+        (Pausing | Unpausing | Running, Some(pid)) if frozen => Recovery::AdoptPaused {
+            pid,
+            message: Some(format!(
+                "found paused after a daemon restart (it was {})",
+                rec.status
+            )),
+        },
+        (Pausing | Paused | Unpausing, Some(pid)) => Recovery::Adopt {
+            pid,
+            message: Some(format!(
+                "found running after a daemon restart (it was {})",
+                rec.status
+            )),
+        },
+        (Pausing | Paused | Unpausing, None) => Recovery::MarkFailed {
+            message: "sandbox lost while the daemon was down".to_string(),
+        },
         // A sandbox lives on for a while (≈ 1.2 s here, more with more
         // memory) after a checkpoint has written its image: a suspend cut
         // short there finds it running. Its image must not be taken for a
@@ -244,6 +294,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             size_bytes: 1 << 20,
             runsc_version: "0.0~20221219.0".into(),
+            remote: None,
         }
     }
 
@@ -255,7 +306,7 @@ mod tests {
             "spec": {"containers": [{"name": "app", "image": "dir:/r", "command": ["/bin/sh"]}]}
         }))
         .unwrap();
-        let mut rec = ActorRecord::new(req.id, req.template, req.spec, String::new());
+        let mut rec = ActorRecord::new(req.id, req.template, req.spec.unwrap(), String::new());
         rec.status = status;
         rec.incarnation = 1;
         rec.container = Some(ContainerRecord {
@@ -318,6 +369,13 @@ mod tests {
         }
     }
 
+    fn adopt_paused(message: Option<&str>) -> Recovery {
+        Recovery::AdoptPaused {
+            pid: PID,
+            message: message.map(str::to_string),
+        }
+    }
+
     fn failed(message: &str) -> Recovery {
         Recovery::MarkFailed {
             message: message.to_string(),
@@ -348,7 +406,7 @@ mod tests {
     }
 
     fn table() -> Vec<Case> {
-        use Sandbox::{Gone, Running as Up, StillRunning};
+        use Sandbox::{Gone, Paused as Frozen, Running as Up, StillRunning};
         let kept_running = "suspend interrupted by a daemon restart; the actor kept running";
         vec![
             case(
@@ -549,6 +607,69 @@ mod tests {
                 seen(StillRunning(PID)),
                 adopt(Some(kept_running)),
             ),
+            case(
+                Some(("`PAUSED`", "paused")),
+                record(Paused),
+                seen(Frozen(PID)),
+                adopt_paused(None),
+            ),
+            case(
+                Some(("`PAUSING` or `UNPAUSING`", "paused")),
+                record(Pausing),
+                seen(Frozen(PID)),
+                adopt_paused(Some("found paused after a daemon restart (it was PAUSING)")),
+            ),
+            case(
+                None,
+                record(Unpausing),
+                seen(Frozen(PID)),
+                adopt_paused(Some("found paused after a daemon restart (it was UNPAUSING)")),
+            ),
+            case(
+                Some(("`PAUSING`, `PAUSED` or `UNPAUSING`", "running")),
+                record(Paused),
+                seen(Up(PID)),
+                adopt(Some("found running after a daemon restart (it was PAUSED)")),
+            ),
+            case(
+                None,
+                record(Unpausing),
+                seen(Up(PID)),
+                adopt(Some("found running after a daemon restart (it was UNPAUSING)")),
+            ),
+            case(
+                Some(("`PAUSING`, `PAUSED` or `UNPAUSING`", "gone")),
+                record(Paused),
+                seen(Gone),
+                failed("sandbox lost while the daemon was down"),
+            ),
+            case(None, record(Pausing), seen(Gone), failed("sandbox lost while the daemon was down")),
+            case(None, stopping(Paused), seen(Frozen(PID)), Recovery::FinishStop { end_sandbox: true }),
+            case(None, stopping(Paused), seen(Gone), Recovery::FinishStop { end_sandbox: false }),
+            case(
+                Some((
+                    "`SUSPENDING` from `PAUSED`",
+                    "paused, the snapshot renamed into place and verified",
+                )),
+                with_pending_snapshot(Suspending),
+                Observed {
+                    committed: Some(committed()),
+                    pending_renamed: true,
+                    ..seen(Frozen(PID))
+                },
+                Recovery::CommitSnapshot {
+                    snapshot: committed(),
+                    end_sandbox: true,
+                },
+            ),
+            case(
+                Some(("`SUSPENDING` from `PAUSED`", "paused, no committed snapshot")),
+                with_pending_snapshot(Suspending),
+                seen_with_image(Frozen(PID)),
+                adopt_paused(Some(
+                    "suspend interrupted by a daemon restart; the actor stays paused",
+                )),
+            ),
         ]
     }
 
@@ -592,7 +713,9 @@ mod tests {
             assert!(!uses || keeps, "{:?}: {:?}", c.doc, c.expected);
             if matches!(
                 c.expected,
-                Recovery::Adopt { .. } | Recovery::WaitWindDown { .. }
+                Recovery::Adopt { .. }
+                    | Recovery::AdoptPaused { .. }
+                    | Recovery::WaitWindDown { .. }
             ) {
                 assert!(!keeps, "{:?}: {:?}", c.doc, c.expected);
             }

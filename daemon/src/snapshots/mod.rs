@@ -8,6 +8,7 @@
 //! records it in sled after that; a directory that is not in sled does not
 //! count and is removed by crash recovery.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::fsutil::{hex, remove_dir_if_exists};
+
+pub(crate) mod archive;
 use crate::store::schema::Version;
 
 /// Manifest layout, under the rule of the store's records
@@ -26,6 +29,8 @@ use crate::store::schema::Version;
 pub(crate) const MANIFEST_VERSION: Version = Version::new(1, 0);
 /// The manifest's file name.
 pub(crate) const MANIFEST: &str = "manifest.json";
+/// The file of a snapshot that says what it was taken of ([`Origin`]).
+pub(crate) const ORIGIN: &str = "origin.json";
 /// Prefix of directories being written.
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
@@ -101,6 +106,76 @@ pub(crate) struct Manifest {
     pub created_at: String,
     /// Every file but the manifest.
     pub files: Vec<ManifestFile>,
+}
+
+/// What a snapshot was taken of: enough for another actor, on this node or
+/// another, to be made from it, and for a node to tell beforehand whether
+/// it can restore it ([`Origin::mismatches`]). Written as [`ORIGIN`], a
+/// file of the snapshot like the image (hashed in the manifest), rather
+/// than a manifest field: daemons of the first manifest layout refused
+/// unknown fields, and a rollback must still read what this one writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Origin {
+    /// The template the actor was made from.
+    pub template: atelet_api::TemplateRef,
+    /// The actor's spec, as the API writes it. Kept as JSON: a spec of a
+    /// newer daemon is read (and refused by name) where it is used, not
+    /// where the manifest is.
+    pub spec: serde_json::Value,
+    /// `bridge` or `none`.
+    pub network_mode: atelet_api::NetworkMode,
+    /// The image's manifest digest (`oci:` images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// runsc's flags that a restore must repeat (platform, overlay).
+    pub runsc_flags: BTreeMap<String, String>,
+    /// The node that took it.
+    pub node: String,
+}
+
+impl Origin {
+    /// What keeps this node from restoring the snapshot: each line names
+    /// what the snapshot needs and what this node has. `image_digest` is
+    /// this node's digest of the spec's image (`None`: not an `oci:`
+    /// image, or not resolvable here, said by `image_problem`).
+    pub(crate) fn mismatches(
+        &self,
+        runsc_version: &str,
+        installed_version: &str,
+        flags: &BTreeMap<String, String>,
+        image_digest: Option<&str>,
+        image_problem: Option<&str>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        if runsc_version != installed_version {
+            out.push(format!(
+                "runsc version: the snapshot needs {runsc_version}, this node runs {installed_version}"
+            ));
+        }
+        for (flag, want) in &self.runsc_flags {
+            match flags.get(flag) {
+                Some(have) if have == want => {}
+                Some(have) => out.push(format!(
+                    "runsc --{flag}: the snapshot needs {want}, this node uses {have}"
+                )),
+                None => out.push(format!(
+                    "runsc --{flag}: the snapshot needs {want}, this node sets none"
+                )),
+            }
+        }
+        if let Some(problem) = image_problem {
+            out.push(format!("image: {problem}"));
+        } else if let Some(want) = &self.image_digest {
+            if image_digest != Some(want.as_str()) {
+                out.push(format!(
+                    "image digest: the snapshot needs {want}, this node has {}",
+                    image_digest.unwrap_or("none")
+                ));
+            }
+        }
+        out
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -187,6 +262,64 @@ impl SnapshotStore {
             actor_id: actor_id.to_string(),
             snapshot_id: snapshot_id.to_string(),
         })
+    }
+
+    /// Fills a pending snapshot with the files of another committed one
+    /// (hard links where they share a filesystem, copies otherwise): the
+    /// snapshot of a clone. The caller commits it under its own manifest.
+    pub(crate) fn link_from(
+        &self,
+        pending: &Pending,
+        from: &Manifest,
+    ) -> Result<(), SnapshotError> {
+        let src = self.dir(&from.actor_id, &from.snapshot_id);
+        for f in from.files.iter().filter(|f| f.name != ORIGIN) {
+            let (a, b) = (src.join(&f.name), pending.dir.join(&f.name));
+            if std::fs::hard_link(&a, &b).is_err() {
+                std::fs::copy(&a, &b).map_err(io_err(&b))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `origin` into a pending snapshot (before its commit).
+    pub(crate) fn write_origin(
+        &self,
+        pending: &Pending,
+        origin: &Origin,
+    ) -> Result<(), SnapshotError> {
+        let path = pending.dir.join(ORIGIN);
+        // Never written through a link to another snapshot's file.
+        let _ = std::fs::remove_file(&path);
+        let bytes = serde_json::to_vec_pretty(origin).map_err(|e| SnapshotError::Corrupt {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        std::fs::write(&path, bytes).map_err(io_err(&path))
+    }
+
+    /// What a committed snapshot was taken of; `None` for a snapshot of a
+    /// daemon that did not write it.
+    pub(crate) fn origin(&self, manifest: &Manifest) -> Result<Option<Origin>, SnapshotError> {
+        if !manifest.files.iter().any(|f| f.name == ORIGIN) {
+            return Ok(None);
+        }
+        let path = self
+            .dir(&manifest.actor_id, &manifest.snapshot_id)
+            .join(ORIGIN);
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SnapshotError::Corrupt {
+                path,
+                detail: format!("{ORIGIN}: {e}"),
+            })
+    }
+
+    /// Throws a pending snapshot away, by reference (the import keeps it
+    /// until it knows what to do with it).
+    pub(crate) fn discard_dir(&self, pending: &Pending) -> Result<(), SnapshotError> {
+        remove_dir_if_exists(&pending.dir).map_err(io_err(&pending.dir))
     }
 
     /// Throws a pending snapshot away (failed checkpoint).
@@ -297,26 +430,9 @@ impl SnapshotStore {
         snapshot_id: &str,
     ) -> Result<Manifest, SnapshotError> {
         let dir = self.dir(actor_id, snapshot_id);
-        let (bytes, found) = read_manifest(&dir)?;
-        if !MANIFEST_VERSION.reads(found) {
-            return Err(SnapshotError::Newer {
-                path: dir,
-                found,
-                supported: MANIFEST_VERSION,
-            });
-        }
-        if found.major < MANIFEST_VERSION.major {
-            // Each major bump adds the upgrade of the older layout here;
-            // major 1 is the first ever written.
-            return Err(SnapshotError::Corrupt {
-                path: dir,
-                detail: format!("manifest version {found} was never written by atelet"),
-            });
-        }
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
-            path: dir.clone(),
-            detail: format!("manifest: {e}"),
-        })?;
+        let path = dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let m = parse_manifest(&bytes, &dir)?;
         if m.actor_id != actor_id || m.snapshot_id != snapshot_id {
             return Err(SnapshotError::Corrupt {
                 path: dir,
@@ -398,21 +514,52 @@ impl SnapshotStore {
     }
 }
 
-/// The manifest's bytes and the version it says it is.
-fn read_manifest(dir: &Path) -> Result<(Vec<u8>, Version), SnapshotError> {
+/// A manifest from its bytes, of any layout this daemon knows; one of a
+/// newer major is refused with both versions. `dir` names it in errors.
+pub(crate) fn parse_manifest(bytes: &[u8], dir: &Path) -> Result<Manifest, SnapshotError> {
+    let found = manifest_version(bytes, dir)?;
+    if !MANIFEST_VERSION.reads(found) {
+        return Err(SnapshotError::Newer {
+            path: dir.to_path_buf(),
+            found,
+            supported: MANIFEST_VERSION,
+        });
+    }
+    if found.major < MANIFEST_VERSION.major {
+        // Each major bump adds the upgrade of the older layout here;
+        // major 1 is the first ever written.
+        return Err(SnapshotError::Corrupt {
+            path: dir.to_path_buf(),
+            detail: format!("manifest version {found} was never written by atelet"),
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| SnapshotError::Corrupt {
+        path: dir.to_path_buf(),
+        detail: format!("manifest: {e}"),
+    })
+}
+
+/// The version a manifest says it is.
+fn manifest_version(bytes: &[u8], dir: &Path) -> Result<Version, SnapshotError> {
     #[derive(Deserialize)]
     struct Header {
         version: u32,
         #[serde(default)]
         minor: u32,
     }
-    let path = dir.join(MANIFEST);
-    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    let h: Header = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Corrupt {
+    let h: Header = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Corrupt {
         path: dir.to_path_buf(),
         detail: format!("manifest: {e}"),
     })?;
-    Ok((bytes, Version::new(h.version, h.minor)))
+    Ok(Version::new(h.version, h.minor))
+}
+
+/// The manifest's bytes and the version it says it is.
+fn read_manifest(dir: &Path) -> Result<(Vec<u8>, Version), SnapshotError> {
+    let path = dir.join(MANIFEST);
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let version = manifest_version(&bytes, dir)?;
+    Ok((bytes, version))
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<String>, SnapshotError> {
