@@ -348,6 +348,7 @@ impl Network {
     /// at the namespace. The answer must be kept until runsc has started
     /// the sandbox.
     pub(crate) async fn attach(&self, actor: &str, ip: Ipv4Addr) -> Result<Attachment> {
+        let t0 = std::time::Instant::now();
         let bridge = self.ensure_node().await?;
         // What the host's conntrack remembers of this address belongs to an
         // earlier sandbox (or an earlier actor): it would make the new
@@ -355,10 +356,12 @@ impl Network {
         if !conntrack::held(ip).is_empty() {
             conntrack::forget(&self.reaper, ip).await;
         }
+        let t_conntrack = t0.elapsed();
         let h = links::connect().map_err(io("opening a netlink socket"))?;
         let ns = NetNs::create()
             .await
             .map_err(io("creating a network namespace"))?;
+        let t_netns = t0.elapsed();
         let host = self.host_link(actor);
         let peer = self.peer_link(actor);
         links::create_veth(
@@ -370,6 +373,7 @@ impl Network {
             ns.raw_fd(),
         )
         .await?;
+        let t_veth = t0.elapsed();
         let subnet = self.config.subnet;
         let mac = mac_of(ip);
         let inside = ns
@@ -385,6 +389,18 @@ impl Network {
             return Err(io(format!("setting up {actor}'s namespace"))(e));
         }
         self.point_at(actor, &ns)?;
+        // Each step's own time: where a slow launch spends it.
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let t_all = t0.elapsed();
+        tracing::debug!(
+            actor,
+            conntrack_ms = ms(t_conntrack),
+            netns_ms = ms(t_netns - t_conntrack),
+            veth_ms = ms(t_veth - t_netns),
+            inside_ms = ms(t_all - t_veth),
+            duration_ms = ms(t_all),
+            "network attached"
+        );
         Ok(Attachment { _netns: ns })
     }
 
