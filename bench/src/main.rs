@@ -251,9 +251,11 @@ fn dir_size(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn setup(args: &Args) -> Result<Bench> {
-    let atelet = match &args.atelet {
-        Some(p) => p.clone(),
+/// The daemon binary: `--atelet` if given, else the `atelet` built beside
+/// this bench (same profile).
+fn atelet_binary(given: Option<&Path>) -> Result<PathBuf> {
+    let atelet = match given {
+        Some(p) => p.to_path_buf(),
         None => std::env::current_exe()?
             .parent()
             .context("bench binary has no directory")?
@@ -265,6 +267,38 @@ fn setup(args: &Args) -> Result<Bench> {
             atelet.display()
         );
     }
+    Ok(atelet)
+}
+
+/// Starts a daemon with `config` on `socket` and `state`, its JSON log
+/// (at `rust_log`) appended to `log`.
+fn spawn_daemon(
+    atelet: &Path,
+    config: &Path,
+    socket: &Path,
+    state: &Path,
+    log: &Path,
+    rust_log: &str,
+) -> Result<Child> {
+    let out = File::options().create(true).append(true).open(log)?;
+    Command::new(atelet)
+        .arg("--config")
+        .arg(config)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", atelet.display()))
+}
+
+fn setup(args: &Args) -> Result<Bench> {
+    let atelet = atelet_binary(args.atelet.as_deref())?;
     let dir = std::env::temp_dir().join(format!("atelet-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let rootfs = dir.join("images/busybox");
@@ -287,20 +321,14 @@ fn setup(args: &Args) -> Result<Bench> {
     let net = net::NetGuard::new(&dir.join("raw-net.log"))?;
     let socket = dir.join("atelet.sock");
     let state = dir.join("state");
-    let log = File::create(dir.join("daemon.log"))?;
-    let daemon = Command::new(&atelet)
-        .arg("--config")
-        .arg(&config)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
+    let daemon = spawn_daemon(
+        &atelet,
+        &config,
+        &socket,
+        &state,
+        &dir.join("daemon.log"),
+        "warn",
+    )?;
     let bench = Bench {
         dir,
         socket,

@@ -152,21 +152,14 @@ fn setup(atelet: &Path) -> Result<Setup> {
             s.host
         ),
     )?;
-    let log = std::fs::File::create(s.dir.join("daemon.log"))?;
-    s.daemon = Some(
-        Command::new(atelet)
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(&s.socket)
-            .arg("--state-dir")
-            .arg(&s.state)
-            .args(["--log-format", "json"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    );
+    s.daemon = Some(crate::spawn_daemon(
+        atelet,
+        &config,
+        &s.socket,
+        &s.state,
+        &s.dir.join("daemon.log"),
+        "info",
+    )?);
     let socket = s.socket.clone();
     wait_for("the daemon", move || {
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
@@ -229,19 +222,7 @@ async fn uncache(s: &Setup, digest: &str) -> Result<()> {
 
 /// Runs the section and prints its report.
 pub(crate) async fn run_section(atelet: Option<&Path>, runs: usize, quick: bool) -> Result<()> {
-    let atelet = match atelet {
-        Some(p) => p.to_path_buf(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("bench binary has no directory")?
-            .join("atelet"),
-    };
-    if !atelet.is_file() {
-        bail!(
-            "{} is missing: cargo build --release --workspace --bins",
-            atelet.display()
-        );
-    }
+    let atelet = crate::atelet_binary(atelet)?;
     let runs = if quick { 1 } else { runs.max(1) };
     let s = setup(&atelet)?;
     let reference = format!("docker://{}/agent:v1", s.host);

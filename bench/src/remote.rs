@@ -118,22 +118,9 @@ impl Node {
         let socket = home.join("atelet.sock");
         let state = home.join("state");
         let log = home.join("daemon.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(atelet)
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--log-format", "json"])
-            // Info, for the upload and download lines with their times.
-            .env("RUST_LOG", "warn,atelet=info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", atelet.display()))?;
+        // Info, for the upload and download lines with their times.
+        let child =
+            crate::spawn_daemon(atelet, &config, &socket, &state, &log, "warn,atelet=info")?;
         let mut node = Node {
             socket,
             state,
@@ -360,19 +347,7 @@ fn mbs(bytes: u64, d: Duration) -> f64 {
 /// Runs the section with `runs` runs (a small fill with `quick`) and prints
 /// its Markdown report.
 pub(crate) async fn run(atelet: Option<&Path>, runs: usize, quick: bool) -> Result<()> {
-    let atelet = match atelet {
-        Some(p) => p.to_path_buf(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("bench binary has no directory")?
-            .join("atelet"),
-    };
-    if !atelet.is_file() {
-        bail!(
-            "{} is missing: cargo build --release --workspace --bins",
-            atelet.display()
-        );
-    }
+    let atelet = crate::atelet_binary(atelet)?;
     let (runs, random, text) = if quick {
         (1, 2_000_000, 2_000_000)
     } else {
