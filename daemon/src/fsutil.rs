@@ -65,6 +65,22 @@ pub(crate) fn meminfo_field(text: &str, name: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// Reads a file of secrets (credentials, tokens, keys), which must be
+/// readable by its owner only: a secret others can read is refused rather
+/// than used. The error names the file; the caller prefixes its setting.
+pub(crate) fn read_secret(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown} is readable by others (mode {mode:04o}): chmod 600 it"
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

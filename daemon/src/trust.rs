@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::fsutil::hex;
+use crate::fsutil::{hex, read_secret, sha256_hex};
 
 /// The signature file of a manifest.
 pub(crate) const SIGNATURE: &str = "manifest.sig";
@@ -66,7 +65,7 @@ impl Eq for Trust {}
 
 /// The id of a public key.
 fn key_id(key: &VerifyingKey) -> String {
-    hex(&Sha256::digest(key.as_bytes()))[..16].to_string()
+    sha256_hex(key.as_bytes())[..16].to_string()
 }
 
 impl Trust {
@@ -76,20 +75,8 @@ impl Trust {
         let signing = match signing_key {
             None => None,
             Some(path) => {
-                use std::os::unix::fs::PermissionsExt;
                 let shown = path.display();
-                let mode = std::fs::metadata(path)
-                    .map_err(|e| format!("remote.signing_key {shown}: {e}"))?
-                    .permissions()
-                    .mode()
-                    & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(format!(
-                        "remote.signing_key {shown} is readable by others (mode {mode:04o}): chmod 600 it"
-                    ));
-                }
-                let pem = std::fs::read_to_string(path)
-                    .map_err(|e| format!("remote.signing_key {shown}: {e}"))?;
+                let pem = read_secret(path).map_err(|e| format!("remote.signing_key {e}"))?;
                 Some(SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
                     format!("remote.signing_key {shown}: not an ed25519 private key in PKCS#8 PEM ({e})")
                 })?)

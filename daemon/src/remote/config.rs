@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::fsutil::read_secret;
+
 /// `[remote]` in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,19 +122,8 @@ impl RemoteConfig {
 /// Reads the `[default]` keys of an AWS shared-credentials file, which
 /// must be readable by its owner only.
 fn read_credentials(path: &Path) -> Result<Credentials, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("remote.credentials_file {shown}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "remote.credentials_file {shown} is readable by others (mode {mode:04o}): chmod 600 it"
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("remote.credentials_file {shown}: {e}"))?;
-    parse_credentials(&text).map_err(|e| format!("remote.credentials_file {shown}: {e}"))
+    let text = read_secret(path).map_err(|e| format!("remote.credentials_file {e}"))?;
+    parse_credentials(&text).map_err(|e| format!("remote.credentials_file {}: {e}", path.display()))
 }
 
 /// The `[default]` profile of the shared-credentials format (INI: a

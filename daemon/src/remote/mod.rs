@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 pub use config::{RemoteConfig, RemoteFileConfig};
 
-use crate::fsutil::hex;
+use crate::fsutil::{hex, sha256_hex};
 use crate::snapshots::{Manifest, Origin, Pending, MANIFEST};
 use crate::trust::{Trust, SIGNATURE};
 
@@ -53,6 +53,9 @@ pub(crate) enum RemoteError {
     /// The store answered with an error or could not be reached.
     #[error("remote store: {0}")]
     Store(String),
+    /// The store has no object of that name.
+    #[error("remote store: not found: {0}")]
+    NotFound(String),
     /// What was fetched is not what its manifest says.
     #[error("remote snapshot {url}: {detail}")]
     Corrupt {
@@ -77,15 +80,13 @@ pub(crate) enum RemoteError {
 impl RemoteError {
     /// True when the snapshot is not there (no manifest).
     pub(crate) fn is_not_found(&self) -> bool {
-        matches!(self, RemoteError::Store(m) if m.starts_with("not found"))
+        matches!(self, RemoteError::NotFound(_))
     }
 }
 
 fn store_err(e: object_store::Error) -> RemoteError {
     match e {
-        object_store::Error::NotFound { path, .. } => {
-            RemoteError::Store(format!("not found: {path}"))
-        }
+        object_store::Error::NotFound { path, .. } => RemoteError::NotFound(path),
         other => RemoteError::Store(other.to_string()),
     }
 }
@@ -239,6 +240,18 @@ impl Remote {
         let mut files = Vec::new();
         for f in &manifest.files {
             let parts = self.upload_file(&key, &dir.join(&f.name), &f.name).await?;
+            // The manifest goes last as the commit point: never over a
+            // file that was not sent whole.
+            let sent: u64 = parts.iter().map(|p| p.raw_size).sum();
+            if sent != f.size {
+                return Err(RemoteError::Io {
+                    what: format!("uploading {}", f.name),
+                    source: std::io::Error::other(format!(
+                        "sent {sent} bytes, the manifest says {}",
+                        f.size
+                    )),
+                });
+            }
             files.push(RemoteFile {
                 name: f.name.clone(),
                 parts,
@@ -320,7 +333,7 @@ impl Remote {
                     return;
                 }
                 let packed = pack(&buf[..n]);
-                let sha256 = hex(&Sha256::digest(&packed));
+                let sha256 = sha256_hex(&packed);
                 if tx
                     .blocking_send(Ok((Bytes::from(packed), n as u64, sha256)))
                     .is_err()
@@ -342,7 +355,10 @@ impl Remote {
             self.put(&format!("{key}/{part_key}"), packed).await?;
             parts.push(part);
         }
-        let _ = reader.await;
+        reader.await.map_err(|e| RemoteError::Io {
+            what: format!("reading {}", path.display()),
+            source: std::io::Error::other(e),
+        })?;
         Ok(parts)
     }
 
@@ -409,16 +425,7 @@ impl Remote {
             let writer = tokio::task::spawn_blocking(move || write_parts(&p, rx, most));
             let mut fetched = Ok(());
             for part in &file.parts {
-                let got = self
-                    .store
-                    .get(&ObjectPath::from(format!("{key}/{}", part.key)))
-                    .await
-                    .map_err(store_err);
-                let bytes = match got {
-                    Ok(g) => g.bytes().await.map_err(store_err),
-                    Err(e) => Err(e),
-                };
-                let bytes = match bytes {
+                let bytes = match self.get(&format!("{key}/{}", part.key)).await {
                     Ok(b) => b,
                     Err(e) => {
                         fetched = Err(e);
@@ -573,7 +580,7 @@ fn write_parts(
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     while let Some((meta, part)) = rx.blocking_recv() {
-        if part.len() as u64 != meta.size || hex(&Sha256::digest(&part)) != meta.sha256 {
+        if part.len() as u64 != meta.size || sha256_hex(&part) != meta.sha256 {
             return Err(PartsError::Mismatch(meta.key));
         }
         let mut decoder = ruzstd::decoding::StreamingDecoder::new(&part[..])

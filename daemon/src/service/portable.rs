@@ -198,7 +198,7 @@ impl<R: Runtime> ActorService<R> {
         .await
         .map_err(|e| ServiceError::Internal(format!("{what}: {e}")))?;
         committed.map_err(|e| {
-            let _ = self.snapshots.discard(pending);
+            let _ = self.snapshots.discard(&pending);
             snapshot_err(what.to_string())(e)
         })
     }
@@ -333,7 +333,7 @@ impl<R: Runtime> ActorService<R> {
         .await
         .map_err(|e| ServiceError::Internal(format!("{what}: {e}")))?;
         let fail = |e: ServiceError| {
-            let _ = self.snapshots.discard_dir(&pending);
+            let _ = self.snapshots.discard(&pending);
             let _ = std::fs::remove_dir(self.snapshots.actor_dir(&id));
             self.locks.forget(&id);
             Err(e)

@@ -159,7 +159,7 @@ impl<R: Runtime> ActorService<R> {
         let t_ck = Instant::now();
         if let Err(e) = self.runtime.checkpoint(&cid, &pending.dir).await {
             let err = runtime_err(format!("suspending actor {id}"))(e);
-            let _ = self.snapshots.discard(pending);
+            let _ = self.snapshots.discard(&pending);
             rec.pending_snapshot = None;
             // Only a definite answer counts as dead: if runsc cannot say,
             // the actor stays RUNNING and its exit watcher speaks later.
@@ -223,7 +223,7 @@ impl<R: Runtime> ActorService<R> {
                 let res = self
                     .revive_from(&mut rec, &pending.dir, &err, "suspend failed")
                     .await;
-                let _ = self.snapshots.discard(pending);
+                let _ = self.snapshots.discard(&pending);
                 res?;
                 return Err(err);
             }

@@ -442,7 +442,7 @@ impl<R: Runtime> ActorService<R> {
             .begin(&id, &snapshot.id)
             .map_err(snapshot_err(what.clone()))?;
         if let Err(e) = remote.download(&url, &manifest, &pending).await {
-            let _ = self.snapshots.discard(pending);
+            let _ = self.snapshots.discard(&pending);
             return Err(remote_err(&what, e));
         }
         let committed = self

@@ -17,7 +17,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::{io_err, parse_manifest, Manifest, Origin, Pending, SnapshotError, MANIFEST, ORIGIN};
-use crate::fsutil::hex;
+use crate::fsutil::{hex, sha256_hex};
 use crate::trust::SIGNATURE;
 
 /// Entries an import accepts: a manifest, an origin and a few files.
@@ -170,7 +170,7 @@ pub(crate) fn read<E>(
     // manifest hashed.
     let listed = |name: &str| manifest.files.iter().find(|f| f.name == name);
     match listed(ORIGIN) {
-        Some(f) if f.sha256 == hex(&Sha256::digest(&origin_bytes)) => {}
+        Some(f) if f.sha256 == sha256_hex(&origin_bytes) => {}
         Some(_) => {
             return Err(ImportError::Invalid(format!(
                 "{ORIGIN} does not match its sha256 in the manifest"
@@ -331,7 +331,7 @@ mod tests {
         if res.is_ok() {
             assert!(files.contains(&"checkpoint.img".to_string()), "{files:?}");
         }
-        store.discard(p).unwrap();
+        store.discard(&p).unwrap();
         res
     }
 

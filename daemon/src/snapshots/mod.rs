@@ -316,14 +316,9 @@ impl SnapshotStore {
             })
     }
 
-    /// Throws a pending snapshot away, by reference (the import keeps it
-    /// until it knows what to do with it).
-    pub(crate) fn discard_dir(&self, pending: &Pending) -> Result<(), SnapshotError> {
-        remove_dir_if_exists(&pending.dir).map_err(io_err(&pending.dir))
-    }
-
-    /// Throws a pending snapshot away (failed checkpoint).
-    pub(crate) fn discard(&self, pending: Pending) -> Result<(), SnapshotError> {
+    /// Throws a pending snapshot away (a failed checkpoint, download or
+    /// import).
+    pub(crate) fn discard(&self, pending: &Pending) -> Result<(), SnapshotError> {
         remove_dir_if_exists(&pending.dir).map_err(io_err(&pending.dir))
     }
 
@@ -735,7 +730,7 @@ mod tests {
         assert!(store
             .commit(&p, "h".into(), "v".into(), "t".into())
             .is_err());
-        store.discard(p).unwrap();
+        store.discard(&p).unwrap();
         assert!(store.entries("a").unwrap().is_empty());
     }
 }

@@ -10,6 +10,8 @@ use atelet_api::ImageRef;
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::fsutil::read_secret;
+
 /// One `[registries."HOST[:PORT]"]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,20 +150,6 @@ impl Registries {
     pub fn get(&self, host: &str) -> RegistryConfig {
         self.hosts.get(host).cloned().unwrap_or_default()
     }
-}
-
-/// Reads a file of secrets, which must be readable by its owner only.
-fn read_secret(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{shown} is readable by others (mode {mode:04o}): chmod 600 it"
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))
 }
 
 /// The certificates of a PEM file, one entry each (the TLS client takes
