@@ -363,6 +363,9 @@ impl<R: Runtime> ActorService<R> {
         // reads cannot block on a full pipe.
         let mut close_when_written = stdin.is_some();
         let mut stdin_bytes = stdin.map(Bytes::from);
+        // A channel whose sender is gone answers None at once, every
+        // time: once it has, it is not polled again.
+        let mut input_open = true;
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut timed_out = false;
         let mut killed = false;
@@ -400,7 +403,7 @@ impl<R: Runtime> ActorService<R> {
                         }
                     }
                 }
-                msg = input.recv(), if stdin_bytes.is_none() => match msg {
+                msg = input.recv(), if input_open && stdin_bytes.is_none() => match msg {
                     Some(ExecInput::Stdin(data)) => {
                         stdin_bytes = Some(data);
                     }
@@ -423,7 +426,7 @@ impl<R: Runtime> ActorService<R> {
                         if !tty {
                             writer = None;
                         }
-                        input = closed_input();
+                        input_open = false;
                     }
                 },
                 changed = kill.changed(), if !killed => {
@@ -745,12 +748,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// An input channel that never yields again (its sender is gone).
-fn closed_input() -> mpsc::Receiver<ExecInput> {
-    let (_, rx) = mpsc::channel(1);
-    rx
 }
 
 /// Sets a terminal's window size (TIOCSWINSZ); the process gets SIGWINCH.
