@@ -360,6 +360,26 @@ fn unpack(reader: impl Read, target: &Path) -> Result<(), Failure> {
         } else {
             target.join(&rest)
         };
+        // The actor's tar is not trusted: an earlier entry may have made a
+        // symbolic link on the way, and writing through it would put a
+        // file outside `target`. A link at `dest` itself is replaced, as
+        // `tar -x` does.
+        let is_link =
+            |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+        let mut below = target.to_path_buf();
+        for part in rest.parent().into_iter().flat_map(Path::components) {
+            below.push(part);
+            if is_link(&below) {
+                return Err(Failure::Invalid(format!(
+                    "the actor's tar holds {name:?} below the symbolic link {}: not written",
+                    below.display()
+                )));
+            }
+        }
+        if !rest.as_os_str().is_empty() && is_link(&dest) {
+            std::fs::remove_file(&dest)
+                .map_err(|e| io(&format!("replacing {}", dest.display()), e))?;
+        }
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| io(&format!("creating {}", parent.display()), e))?;
@@ -563,5 +583,28 @@ mod tests {
         let data = b.into_inner().unwrap();
         assert!(unpack(&data[..], &dir.join("evil")).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_tar_cannot_write_through_a_link_it_made() {
+        let dir = std::env::temp_dir().join(format!("atectl-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let outside = dir.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "src/link", &outside).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "src/link/f", &b"hi"[..]).unwrap();
+        let data = b.into_inner().unwrap();
+        let err = unpack(&data[..], &dir.join("dst")).unwrap_err();
+        assert!(matches!(err, Failure::Invalid(_)), "{err:?}");
+        assert!(!outside.join("f").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
