@@ -474,21 +474,29 @@ impl Network {
 
     /// Removes the bridge and the table once no bridged actor is left
     /// (`bridged` counts them, read under the node lock so that a launch
-    /// cannot set the node up in between).
+    /// cannot set the node up in between). A node this process has not set
+    /// up has nothing to remove: a delete on a node of `none` actors runs
+    /// neither netlink nor `nft`.
     pub(crate) async fn release_node_if_unused(
         &self,
         bridged: impl FnOnce() -> usize,
     ) -> Result<()> {
         let mut state = self.node_state.lock().await;
-        if bridged() > 0 {
+        if state.is_none() || bridged() > 0 {
             return Ok(());
         }
+        self.remove_node().await?;
+        state.take();
+        tracing::info!(bridge = %self.config.bridge, "actor network removed: no bridged actor left");
+        Ok(())
+    }
+
+    /// Removes the bridge and the table, whoever made them (at a restart,
+    /// an earlier process).
+    async fn remove_node(&self) -> Result<()> {
         let h = links::connect().map_err(io("opening a netlink socket"))?;
         links::delete(&h, &self.config.bridge).await?;
         nft::remove(&self.reaper, &self.config.table()).await?;
-        if state.take().is_some() {
-            tracing::info!(bridge = %self.config.bridge, "actor network removed: no bridged actor left");
-        }
         Ok(())
     }
 
@@ -498,7 +506,8 @@ impl Network {
     /// between creating a veth and starting the sandbox goes here.
     pub(crate) async fn recover(&self, keep: &HashSet<String>, bridged: usize) -> Result<usize> {
         if bridged == 0 {
-            self.release_node_if_unused(|| 0).await?;
+            let _state = self.node_state.lock().await;
+            self.remove_node().await?;
             return Ok(0);
         }
         let bridge = self.ensure_node().await?;

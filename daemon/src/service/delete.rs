@@ -69,15 +69,11 @@ impl<R: Runtime> ActorService<R> {
         if let Err(e) = net.forget(id).await {
             tracing::warn!(actor = %id, error = %e, "removing a deleted actor's network");
         }
+        // Every bridged actor holds an address, quarantined records
+        // included (their sandboxes may run on): the address table counts
+        // them all.
         let store = &self.store;
-        let bridged = || {
-            store
-                .summaries()
-                .iter()
-                .filter(|(_, s)| s.network == NetworkMode::Bridge)
-                .count()
-        };
-        if let Err(e) = net.release_node_if_unused(bridged).await {
+        if let Err(e) = net.release_node_if_unused(|| store.ips_held()).await {
             tracing::warn!(error = %e, "removing the actor network");
         }
     }

@@ -747,7 +747,8 @@ impl Store {
             .collect()
     }
 
-    /// Addresses held, for health and tests.
+    /// Addresses held: one per bridged actor, records in quarantine
+    /// included (health, and whether the node's bridge is still needed).
     pub(crate) fn ips_held(&self) -> usize {
         self.ipam.len()
     }
